@@ -1,0 +1,1 @@
+//! Anchor lists (`pass` endpoints) and etcd service names (DESIGN §2.2).

@@ -1,0 +1,34 @@
+//! Subcommands of the `anchorage` binary, one file each.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod sim;
+mod target;
+
+/// gRPC name resolvers and load-balancing policies for tonic, proven in a deterministic simulation.
+#[derive(Debug, Parser)]
+#[command(name = "anchorage", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse a target string and show which resolver takes it and what it expands to.
+    Target(target::Args),
+    /// Run the simulation scenarios in `sims/` and print the report.
+    Sim(sim::Args),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand and returns the process exit code.
+    pub(crate) fn run(self) -> ExitCode {
+        match self.command {
+            Command::Target(args) => target::run(args),
+            Command::Sim(args) => sim::run(args),
+        }
+    }
+}

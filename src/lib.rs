@@ -1,0 +1,21 @@
+//! # anchorage
+//!
+//! gRPC-style name resolution and load balancing for [tonic], proven in a deterministic network
+//! simulation.
+//!
+//! ## Map of the crate
+//! - [`target`]: gRPC target strings (`scheme://authority/endpoint`) and the passthrough fallback.
+//! - [`anchor`]: the `pass` anchor-list grammar (`a:9080#2,b:9090#1`) and `etcd` service names.
+//! - [`address`]: [`Address`](address::Address) identity (addr + attributes) and ordered maps of them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod address;
+pub mod anchor;
+pub mod target;
+
+/// Generated code for the instrumented `Echo` test service (`proto/echo.proto`).
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("anchorage.echo.v1");
+}

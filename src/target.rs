@@ -1,0 +1,1 @@
+//! gRPC target strings (DESIGN §2.1).
