@@ -1,6 +1,17 @@
-//! `anchorage target <TARGET> [--json]`.
+//! `anchorage target <TARGET> [--json]`: parses a target, names the resolver that would take it,
+//! and shows what `pass` and `etcd` endpoints expand to.
+//!
+//! Exit codes: 0 when the target is valid, 2 when it is not (the error goes to stderr).
 
 use std::process::ExitCode;
+
+use anchorage::address::Address;
+use anchorage::anchor::{AnchorError, AnchorList, EtcdService, ServiceError};
+use anchorage::target::{BUILTIN_SCHEMES, Target, TargetError};
+use serde_json::{Value, json};
+
+/// The exit code for a target that does not parse.
+const BAD_INPUT: u8 = 2;
 
 /// Arguments of `anchorage target`.
 #[derive(Debug, clap::Args)]
@@ -13,6 +24,124 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let _ = args;
-    ExitCode::SUCCESS
+    match Inspection::of(&args.target) {
+        Ok(inspection) => {
+            if args.json {
+                println!("{}", inspection.to_json());
+            } else {
+                print!("{}", inspection.to_text());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("anchorage target: {err}");
+            ExitCode::from(BAD_INPUT)
+        }
+    }
+}
+
+/// Why a target is rejected: the target itself, or the grammar of its resolver's endpoint.
+#[derive(Debug, thiserror::Error)]
+enum InspectError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// What the endpoint means to the resolver that takes it.
+#[derive(Debug)]
+enum Endpoint {
+    /// A resolver whose endpoint grammar this command does not check further.
+    Opaque,
+    /// A `pass` anchor list.
+    Pass(AnchorList),
+    /// An `etcd` service name.
+    Etcd(EtcdService),
+}
+
+/// A parsed target and its parsed endpoint.
+#[derive(Debug)]
+struct Inspection {
+    target: Target,
+    endpoint: Endpoint,
+}
+
+impl Inspection {
+    fn of(input: &str) -> Result<Self, InspectError> {
+        let target = Target::parse(input, |scheme| BUILTIN_SCHEMES.contains(&scheme))?;
+        let endpoint = match target.scheme() {
+            "pass" => Endpoint::Pass(target.endpoint().parse()?),
+            "etcd" => Endpoint::Etcd(target.endpoint().parse()?),
+            _ => Endpoint::Opaque,
+        };
+        Ok(Inspection { target, endpoint })
+    }
+
+    fn to_json(&self) -> Value {
+        let t = &self.target;
+        let mut object = json!({
+            "scheme": t.scheme(),
+            "authority": t.authority(),
+            "endpoint": t.endpoint(),
+            "resolver": t.scheme(),
+            "fallback": t.is_fallback(),
+        });
+        match &self.endpoint {
+            Endpoint::Opaque => {}
+            Endpoint::Pass(list) => {
+                let addresses: Vec<Value> = list.expand().iter().map(address_json).collect();
+                object["addresses"] = Value::Array(addresses);
+            }
+            Endpoint::Etcd(service) => {
+                object["service"] = json!(service.name());
+                object["connections_per_address"] = json!(service.connections());
+            }
+        }
+        object
+    }
+
+    fn to_text(&self) -> String {
+        let t = &self.target;
+        let shown = |s: &str| if s.is_empty() { "(empty)".to_owned() } else { s.to_owned() };
+        let mut out = format!(
+            "target:    {t}\nscheme:    {}\nauthority: {}\nendpoint:  {}\nresolver:  {}",
+            t.scheme(),
+            shown(t.authority()),
+            t.endpoint(),
+            t.scheme(),
+        );
+        if t.is_fallback() {
+            out.push_str(" (no registered scheme: the whole target goes to passthrough)");
+        }
+        out.push('\n');
+        match &self.endpoint {
+            Endpoint::Opaque => {}
+            Endpoint::Pass(list) => {
+                out.push_str(&format!(
+                    "addresses: {} connections to {} addresses\n",
+                    list.total_connections(),
+                    list.items().len()
+                ));
+                for address in list.expand() {
+                    let idx = address.connection_index().unwrap_or_default();
+                    out.push_str(&format!("  {} idx={idx}\n", address.addr));
+                }
+            }
+            Endpoint::Etcd(service) => {
+                out.push_str(&format!(
+                    "service:   {}\nconnections per address: {}\n",
+                    service.name(),
+                    service.connections()
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn address_json(address: &Address) -> Value {
+    json!({ "addr": address.addr, "idx": address.connection_index() })
 }
