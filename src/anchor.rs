@@ -334,6 +334,12 @@ pub enum ItemErrorKind {
     /// More than one `:` outside brackets, as in an unbracketed IPv6 address.
     #[error("more than one \":\" (an IPv6 address needs brackets, as in [::1]:80)")]
     UnbracketedIpv6,
+    /// The text in brackets is an IPv6 address with a zone identifier (`fe80::1%eth0`).
+    #[error("{text:?} has an IPv6 zone identifier, which anchor lists do not support")]
+    Ipv6Zone {
+        /// The text between the brackets.
+        text: String,
+    },
     /// The text in brackets is not an IPv6 address.
     #[error("{text:?} is not a valid IPv6 address")]
     BadIpv6 {
@@ -467,9 +473,12 @@ fn split_count(text: &str) -> (&str, Option<&str>) {
 fn parse_host_port(address: &str) -> Result<(Host, u16), ItemErrorKind> {
     if let Some(bracketed) = address.strip_prefix('[') {
         let (inside, after) = bracketed.split_once(']').ok_or(ItemErrorKind::UnclosedBracket)?;
-        let ip = inside
-            .parse::<Ipv6Addr>()
-            .map_err(|_| ItemErrorKind::BadIpv6 { text: inside.to_owned() })?;
+        let ip = inside.parse::<Ipv6Addr>().map_err(|_| {
+            let text = inside.to_owned();
+            let zoned =
+                inside.split_once('%').is_some_and(|(ip, _)| ip.parse::<Ipv6Addr>().is_ok());
+            if zoned { ItemErrorKind::Ipv6Zone { text } } else { ItemErrorKind::BadIpv6 { text } }
+        })?;
         let port = match after.strip_prefix(':') {
             Some(port) => port,
             None if after.is_empty() => return Err(ItemErrorKind::MissingPort),
@@ -650,6 +659,8 @@ mod tests {
             ("::1:80", 1, K::UnbracketedIpv6),
             ("[::g]:80", 1, K::BadIpv6 { text: "::g".into() }),
             ("[10.0.0.1]:80", 1, K::BadIpv6 { text: "10.0.0.1".into() }),
+            ("[fe80::1%eth0]:80", 1, K::Ipv6Zone { text: "fe80::1%eth0".into() }),
+            ("[fe80::g%eth0]:80", 1, K::BadIpv6 { text: "fe80::g%eth0".into() }),
             ("256.0.0.1:80", 1, K::BadIpv4 { text: "256.0.0.1".into() }),
             ("010.0.0.1:80", 1, K::BadIpv4 { text: "010.0.0.1".into() }),
             ("a/b:80", 1, K::BadHostChar { name: "a/b".into(), found: '/' }),
