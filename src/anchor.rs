@@ -579,8 +579,12 @@ mod tests {
     #[test]
     fn given_an_empty_host_when_parsed_then_it_means_localhost() {
         let l = list(":9080");
-        assert_eq!(l.items()[0].host(), &Host::Name("localhost".into()));
-        assert_eq!(l.items()[0].addr(), "localhost:9080");
+        assert_eq!(
+            l.items()[0].host(),
+            &Host::Name("localhost".into()),
+            "an empty host means localhost"
+        );
+        assert_eq!(l.items()[0].addr(), "localhost:9080", "the address must name localhost");
     }
 
     #[test]
@@ -593,8 +597,12 @@ mod tests {
     #[test]
     fn given_counts_when_expanded_then_each_connection_is_an_indexed_address_in_order() {
         let l = list("a:1#2,b:1");
-        assert_eq!(addrs(&l), ["a:1{idx=0}", "a:1{idx=1}", "b:1{idx=0}"]);
-        assert_eq!(l.total_connections(), 3);
+        assert_eq!(
+            addrs(&l),
+            ["a:1{idx=0}", "a:1{idx=1}", "b:1{idx=0}"],
+            "#N must give N indexed addresses, item by item in target order"
+        );
+        assert_eq!(l.total_connections(), 3, "the total must be the sum of the counts");
     }
 
     #[test]
@@ -605,7 +613,11 @@ mod tests {
     #[test]
     fn given_ipv6_literals_when_parsed_then_they_are_bracketed_and_compared_by_value() {
         let l = list("[0:0::1]:80#2,[::ffff:10.0.0.1]:81");
-        assert_eq!(l.to_string(), "[::1]:80#2,[::ffff:10.0.0.1]:81");
+        assert_eq!(
+            l.to_string(),
+            "[::1]:80#2,[::ffff:10.0.0.1]:81",
+            "IPv6 displays in RFC 5952 form"
+        );
         assert_eq!(
             item_error("[::1]:80,[0:0::1]:80").1,
             ItemErrorKind::Duplicate { first: 1, addr: "[::1]:80".into() }
@@ -614,7 +626,11 @@ mod tests {
 
     #[test]
     fn given_names_in_mixed_case_when_parsed_then_they_are_lowercased_and_compared_so() {
-        assert_eq!(list("Host-1.Example_X.:9").to_string(), "host-1.example_x.:9");
+        assert_eq!(
+            list("Host-1.Example_X.:9").to_string(),
+            "host-1.example_x.:9",
+            "names are lowercased"
+        );
         assert_eq!(item_error("A:1,a:1").0, 2, "names are case-insensitive for duplicates");
     }
 
@@ -674,25 +690,30 @@ mod tests {
 
     #[test]
     fn given_an_empty_list_when_parsed_then_it_is_its_own_error() {
-        assert_eq!("".parse::<AnchorList>(), Err(AnchorError::EmptyList));
+        assert_eq!(
+            "".parse::<AnchorList>(),
+            Err(AnchorError::EmptyList),
+            "an empty list has nothing to dial"
+        );
     }
 
     #[test]
     fn given_port_and_count_bounds_when_parsed_then_both_ends_are_accepted() {
         let l = list("a:1#1,b:65535#1024");
-        assert_eq!(l.total_connections(), 1025);
+        assert_eq!(l.total_connections(), 1025, "port 1..=65535 and N 1..=1024 are all accepted");
         assert_eq!(l.to_string(), "a:1,b:65535#1024", "#1 is the default and is not written");
     }
 
     #[test]
     fn given_long_names_when_parsed_then_the_dns_limits_apply() {
         let label63 = "a".repeat(63);
-        assert!(format!("{label63}:1").parse::<AnchorList>().is_ok());
+        assert!(format!("{label63}:1").parse::<AnchorList>().is_ok(), "a 63-byte label is allowed");
         let label64 = "a".repeat(64);
-        assert!(matches!(item_error(&format!("{label64}:1")).1, ItemErrorKind::NameTooLong { .. }));
-        let name254 = ["a"; 127].join(".") + "aa";
-        assert_eq!(name254.len(), 255);
-        assert!(matches!(item_error(&format!("{name254}:1")).1, ItemErrorKind::NameTooLong { .. }));
+        let err = item_error(&format!("{label64}:1")).1;
+        assert!(matches!(err, ItemErrorKind::NameTooLong { .. }), "a 64-byte label is too long");
+        let name255 = ["a"; 127].join(".") + "aa";
+        let err = item_error(&format!("{name255}:1")).1;
+        assert!(matches!(err, ItemErrorKind::NameTooLong { .. }), "a 255-byte name is too long");
     }
 
     #[test]
@@ -707,8 +728,12 @@ mod tests {
     #[test]
     fn given_a_service_with_slashes_and_count_when_parsed_then_both_are_kept() {
         let s: EtcdService = "foo/bar/my-service#3".parse().unwrap();
-        assert_eq!((s.name(), s.connections()), ("foo/bar/my-service", 3));
-        assert_eq!(s.to_string(), "foo/bar/my-service#3");
+        assert_eq!(
+            (s.name(), s.connections()),
+            ("foo/bar/my-service", 3),
+            "'/' belongs to the name"
+        );
+        assert_eq!(s.to_string(), "foo/bar/my-service#3", "display must be the canonical form");
         let s: EtcdService = "svc%232".parse().unwrap();
         assert_eq!((s.name(), s.connections()), ("svc", 2), "%23 must be accepted for #");
     }
@@ -717,13 +742,17 @@ mod tests {
     fn given_a_service_when_expanding_an_address_then_each_connection_is_indexed() {
         let s: EtcdService = "svc#2".parse().unwrap();
         let got: Vec<_> = s.expand("10.0.0.1:1").iter().map(ToString::to_string).collect();
-        assert_eq!(got, ["10.0.0.1:1{idx=0}", "10.0.0.1:1{idx=1}"]);
+        assert_eq!(got, ["10.0.0.1:1{idx=0}", "10.0.0.1:1{idx=1}"], "N connections, indices 0..N");
     }
 
     #[test]
     fn given_each_bad_service_form_when_parsed_then_the_specific_reason_is_reported() {
         use ServiceErrorKind as K;
-        assert_eq!("".parse::<EtcdService>(), Err(ServiceError::Empty));
+        assert_eq!(
+            "".parse::<EtcdService>(),
+            Err(ServiceError::Empty),
+            "a service name is never empty"
+        );
         let cases = [
             ("#3", K::NoName),
             ("a,b", K::Comma),

@@ -283,7 +283,11 @@ mod tests {
     #[test]
     fn given_the_opaque_form_when_parsed_then_the_endpoint_is_everything_after_the_colon() {
         let t = builtin("dns:example.com:443").unwrap();
-        assert_eq!(parts(&t), ("dns", "", "example.com:443", false));
+        assert_eq!(
+            parts(&t),
+            ("dns", "", "example.com:443", false),
+            "the opaque form has no authority"
+        );
         let t = builtin("dns:/x").unwrap();
         assert_eq!(t.endpoint(), "/x", "the opaque endpoint is kept as written");
     }
@@ -303,8 +307,8 @@ mod tests {
     #[test]
     fn given_an_unregistered_scheme_when_parsed_then_the_whole_target_goes_to_passthrough() {
         let t = builtin("unix:///tmp/sock").unwrap();
-        assert_eq!(parts(&t), ("passthrough", "", "unix:///tmp/sock", true));
-        assert_eq!(t.to_string(), "passthrough:///unix:///tmp/sock");
+        assert_eq!(parts(&t), ("passthrough", "", "unix:///tmp/sock", true), "whole, not split");
+        assert_eq!(t.to_string(), "passthrough:///unix:///tmp/sock", "display names passthrough");
     }
 
     #[test]
@@ -312,7 +316,7 @@ mod tests {
         let t = Target::parse("pass:///a:1", |_| false).unwrap();
         assert!(t.is_fallback(), "a scheme the caller did not register must fall back");
         let t = Target::parse("unix:///tmp/sock", |s| s == "unix").unwrap();
-        assert_eq!(parts(&t), ("unix", "", "tmp/sock", false));
+        assert_eq!(parts(&t), ("unix", "", "tmp/sock", false), "a registered scheme is honoured");
     }
 
     #[test]
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn given_percent_escapes_when_parsed_then_the_endpoint_is_decoded() {
         let t = builtin("pass:///a:1%232,b:1%23%33").unwrap();
-        assert_eq!(t.endpoint(), "a:1#2,b:1#3");
+        assert_eq!(t.endpoint(), "a:1#2,b:1#3", "%23 must decode to #");
         let t = builtin("localhost%3A50051").unwrap();
         assert_eq!(t.endpoint(), "localhost:50051", "a fallback endpoint is decoded too");
     }
@@ -346,13 +350,20 @@ mod tests {
     #[test]
     fn given_an_escape_before_a_multibyte_char_when_parsed_then_the_error_does_not_split_it() {
         let err = builtin("pass:///%é").unwrap_err();
-        assert!(matches!(err, TargetError::InvalidEscape { ref escape, .. } if escape == "%é"));
+        assert!(
+            matches!(err, TargetError::InvalidEscape { ref escape, .. } if escape == "%é"),
+            "the escape text must end on a character boundary, got {err:?}"
+        );
     }
 
     #[test]
     fn given_escapes_that_are_not_utf8_when_parsed_then_it_is_an_error() {
         let err = builtin("pass:///%FF").unwrap_err();
-        assert_eq!(err, TargetError::NotUtf8 { target: "pass:///%FF".into() });
+        assert_eq!(
+            err,
+            TargetError::NotUtf8 { target: "pass:///%FF".into() },
+            "bytes must decode to UTF-8"
+        );
     }
 
     #[test]
@@ -360,7 +371,8 @@ mod tests {
         let err = builtin("dns://8.8.8.8").unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"target "dns://8.8.8.8": expected "/" between the authority "8.8.8.8" and the endpoint"#
+            r#"target "dns://8.8.8.8": expected "/" between the authority "8.8.8.8" and the endpoint"#,
+            "a missing '/' must be an error, never a silently empty endpoint"
         );
     }
 
