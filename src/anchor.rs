@@ -63,6 +63,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -136,8 +137,7 @@ impl Anchor {
     /// One [`Address`] per connection: [`Anchor::addr`] tagged with connection index
     /// `0..connections`, in index order.
     pub fn expand(&self) -> Vec<Address> {
-        let addr = self.addr();
-        (0..self.connections).map(|i| Address::new(addr.clone()).with_connection_index(i)).collect()
+        indexed(&self.addr(), self.connections)
     }
 }
 
@@ -194,10 +194,13 @@ impl FromStr for AnchorList {
             let position = index + 1;
             let fail = |kind| AnchorError::Item { position, item: text.to_owned(), kind };
             let anchor = parse_item(text).map_err(fail)?;
-            if let Some(&first) = seen.get(&(anchor.host.clone(), anchor.port)) {
-                return Err(fail(ItemErrorKind::Duplicate { first, addr: anchor.addr() }));
-            }
-            seen.insert((anchor.host.clone(), anchor.port), position);
+            match seen.entry((anchor.host.clone(), anchor.port)) {
+                Entry::Occupied(first) => {
+                    let first = *first.get();
+                    return Err(fail(ItemErrorKind::Duplicate { first, addr: anchor.addr() }));
+                }
+                Entry::Vacant(slot) => slot.insert(position),
+            };
             items.push(anchor);
         }
         Ok(AnchorList { items })
@@ -241,7 +244,7 @@ impl EtcdService {
     /// One [`Address`] per connection to `addr`, one address discovered under the service:
     /// `addr` tagged with connection index `0..connections`.
     pub fn expand(&self, addr: &str) -> Vec<Address> {
-        (0..self.connections).map(|i| Address::new(addr).with_connection_index(i)).collect()
+        indexed(addr, self.connections)
     }
 }
 
@@ -550,6 +553,11 @@ fn decimal(text: &str) -> Option<u64> {
         let digit = char::from(b).to_digit(10)?;
         acc.checked_mul(10)?.checked_add(u64::from(digit))
     })
+}
+
+/// `addr` once per connection, tagged with connection index `0..connections`.
+fn indexed(addr: &str, connections: u32) -> Vec<Address> {
+    (0..connections).map(|i| Address::new(addr).with_connection_index(i)).collect()
 }
 
 /// Writes `#N` unless `N` is the default, 1.
