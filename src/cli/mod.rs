@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod serve;
 mod sim;
 mod target;
 
@@ -21,6 +22,8 @@ enum Command {
     Target(target::Args),
     /// Run the simulation scenarios in `sims/` and print the report.
     Sim(sim::Args),
+    /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
+    Serve(serve::Args),
 }
 
 impl Cli {
@@ -29,6 +32,7 @@ impl Cli {
         match self.command {
             Command::Target(args) => target::run(args),
             Command::Sim(args) => sim::run(args),
+            Command::Serve(args) => serve::run(args),
         }
     }
 }

@@ -1,0 +1,133 @@
+//! `anchorage serve [--listen ADDR] [--name NAME] [--for SECONDS] [--allow-remote]`: runs one
+//! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
+//!
+//! Output contract (stdout): the first line is exactly `listening on <bound address>`, flushed
+//! at once; after a clean stop, one line with the server's stats as a JSON object. Diagnostics
+//! go to stderr (`RUST_LOG` filters them).
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anchorage::server::{InstrumentedServer, ServerRecorder};
+use tokio::net::TcpListener;
+
+/// Arguments of `anchorage serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The server's name, echoed in every response.
+    #[arg(long, default_value = "server")]
+    name: String,
+    /// Stop by itself after this many seconds (fractions allowed).
+    #[arg(long = "for", value_name = "SECONDS", value_parser = parse_seconds)]
+    run_for: Option<Duration>,
+    /// Allow listening on a non-loopback address, reachable from other hosts.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    if !args.listen.ip().is_loopback() && !args.allow_remote {
+        eprintln!(
+            "serve: refusing to listen on {}: not a loopback address; \
+             pass --allow-remote to accept connections from other hosts",
+            args.listen
+        );
+        return ExitCode::from(2);
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("serve: cannot start the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    // Signal handlers go in before the listening line, so a signal sent as soon as the line is
+    // read already stops the server gracefully.
+    let stop = stop_signal(args.run_for).map_err(|err| format!("cannot watch signals: {err}"))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
+    let bound = listener.local_addr().map_err(|err| format!("cannot read bound address: {err}"))?;
+    print_line(&format!("listening on {bound}"))?;
+
+    let server = InstrumentedServer::new(ServerRecorder::new(args.name));
+    let stats = server.serve(listener, stop).await.map_err(|err| error_chain(&err))?;
+    print_line(&stats.to_json())
+}
+
+/// Completes on Ctrl-C, on SIGTERM (Unix) or when `run_for` has elapsed.
+fn stop_signal(
+    run_for: Option<Duration>,
+) -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
+    Ok(async move {
+        let elapsed = async {
+            match run_for {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(unix)]
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("interrupted"),
+            _ = terminate.recv() => tracing::info!("terminated"),
+            () = elapsed => tracing::info!("--for elapsed"),
+        }
+        #[cfg(not(unix))]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            () = elapsed => tracing::info!("--for elapsed"),
+        }
+    })
+}
+
+/// Writes one line to stdout and flushes it, so a reader on a pipe sees it at once.
+fn print_line(line: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|err| format!("stdout: {err}"))
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(message, ": {cause}");
+        source = cause.source();
+    }
+    message
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Another subscriber may already be installed; then that one is used.
+    let _ =
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a non-negative, finite number of seconds"))
+}

@@ -1,0 +1,207 @@
+//! Instrumented `Echo` servers that record every accepted connection and which connection
+//! served each RPC.
+//!
+//! A server has a name and a [`ServerRecorder`]. Each accepted connection gets an id (0, 1, 2, …
+//! in accept order), its peer address and its accept time; each `Echo` RPC is counted against the
+//! connection that carried it, and the response names that connection. The record is read
+//! through the cloneable recorder while the server runs, through the `Stats` RPC, or as JSON
+//! ([`ServerStats::to_json`]) after it stopped.
+//!
+//! Serving is generic over where connections come from: [`InstrumentedServer::serve_incoming`]
+//! takes any stream of accepted `(stream, peer)` pairs, [`InstrumentedServer::serve`] any
+//! [`Listener`]; [`serve_tcp`] is the shortcut for a tokio [`TcpListener`].
+//!
+//! ```
+//! use anchorage::pb::{EchoRequest, echo_client::EchoClient};
+//! use anchorage::server::{InstrumentedServer, ServerRecorder};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let recorder = ServerRecorder::new("a");
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(InstrumentedServer::new(recorder.clone()).serve(listener, async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let mut client = EchoClient::connect(format!("http://{addr}")).await?;
+//! let reply = client.echo(EchoRequest { message: "hi".into() }).await?.into_inner();
+//! assert_eq!((reply.message.as_str(), reply.server.as_str(), reply.connection), ("hi", "a", 0));
+//! assert_eq!(recorder.stats().connections[0].rpcs, 1);
+//!
+//! drop(client);
+//! let _ = stop.send(());
+//! let stats = server.await??;
+//! assert_eq!((stats.connections_accepted, stats.connections_closed, stats.rpcs), (1, 1, 1));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+
+mod echo;
+mod listener;
+mod recorder;
+
+pub use echo::{ECHO_METHOD, EchoService};
+pub use listener::{Incoming, Listener};
+pub use recorder::{ConnectionInfo, ConnectionStats, RecordedIo, ServerRecorder, ServerStats};
+
+/// How long a graceful shutdown waits for open connections to finish, unless configured.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The HTTP/2 server stopped with an error.
+    #[error("instrumented server {server:?}: serving failed")]
+    Transport {
+        /// The server's name.
+        server: String,
+        /// What tonic reported.
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// An instrumented `Echo` server, configured and ready to serve.
+#[derive(Debug, Clone)]
+pub struct InstrumentedServer {
+    recorder: ServerRecorder,
+    keepalive: Option<(Duration, Duration)>,
+    drain_timeout: Option<Duration>,
+}
+
+impl InstrumentedServer {
+    /// A server that records into `recorder` and takes its name from it.
+    pub fn new(recorder: ServerRecorder) -> Self {
+        Self { recorder, keepalive: None, drain_timeout: Some(DEFAULT_DRAIN_TIMEOUT) }
+    }
+
+    /// Pings each connection after `interval` without traffic and closes it when no answer
+    /// comes within `timeout`, so a connection to a vanished peer is recorded closed.
+    ///
+    /// Default: off.
+    #[must_use]
+    pub fn http2_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// How long serving goes on after the shutdown future completes, waiting for open
+    /// connections to finish; when it runs out, serving returns and connections still open are
+    /// left to their tasks (they show as not closed). `None` waits as long as it takes.
+    ///
+    /// Default: [`DEFAULT_DRAIN_TIMEOUT`] (10 s).
+    #[must_use]
+    pub fn drain_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// The recorder this server writes to.
+    pub fn recorder(&self) -> &ServerRecorder {
+        &self.recorder
+    }
+
+    /// Serves connections accepted from `listener` until `shutdown` completes, then drains
+    /// (see [`drain_timeout`](Self::drain_timeout)) and returns the final stats.
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`] when the HTTP/2 server fails.
+    pub async fn serve<L: Listener>(
+        self,
+        listener: L,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ServerStats, ServeError> {
+        self.serve_incoming(Incoming::new(listener), shutdown).await
+    }
+
+    /// Serves each accepted `(stream, peer)` pair `incoming` yields until `shutdown` completes,
+    /// then drains (see [`drain_timeout`](Self::drain_timeout)) and returns the final stats.
+    ///
+    /// An `Err` item (a failed accept) is logged and skipped. Connection ids are assigned in the
+    /// order the stream yields connections.
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`] when the HTTP/2 server fails.
+    pub async fn serve_incoming<S, Io>(
+        self,
+        incoming: S,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<ServerStats, ServeError>
+    where
+        S: Stream<Item = io::Result<(Io, SocketAddr)>>,
+        Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let Self { recorder, keepalive, drain_timeout } = self;
+        let name = recorder.name().to_owned();
+        let accepting = recorder.clone();
+        let incoming = incoming.map(move |accepted| match accepted {
+            Ok((io, peer)) => Ok(accepting.accept(io, peer)),
+            Err(err) => {
+                tracing::warn!(server = %accepting.name(), %err, "accept failed");
+                Err(err)
+            }
+        });
+
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((interval, timeout)) = keepalive {
+            builder = builder
+                .http2_keepalive_interval(Some(interval))
+                .http2_keepalive_timeout(Some(timeout));
+        }
+        let router = builder.add_service(EchoService::new(recorder.clone()).into_server());
+
+        // Learn when shutdown starts, so draining can be bounded.
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = started_tx.send(());
+        };
+        let draining = name.clone();
+        let drain_deadline = async move {
+            // An error means the server stopped on its own before any shutdown.
+            if started_rx.await.is_ok() {
+                tracing::info!(server = %draining, "shutting down: draining connections");
+                if let Some(limit) = drain_timeout {
+                    tokio::time::sleep(limit).await;
+                    return;
+                }
+            }
+            std::future::pending().await
+        };
+
+        tracing::info!(server = %name, "serving");
+        tokio::select! {
+            served = router.serve_with_incoming_shutdown(incoming, signal) => {
+                served.map_err(|source| ServeError::Transport { server: name, source })?;
+            }
+            () = drain_deadline => {
+                tracing::warn!(server = %name, "drain timeout: leaving connections still open");
+            }
+        }
+        Ok(recorder.stats())
+    }
+}
+
+/// Serves the instrumented `Echo` service as `name` on `listener` until `shutdown` completes;
+/// returns the final stats. Use [`InstrumentedServer`] to read the stats while serving.
+///
+/// # Errors
+/// [`ServeError::Transport`] when the HTTP/2 server fails.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    name: impl Into<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<ServerStats, ServeError> {
+    InstrumentedServer::new(ServerRecorder::new(name)).serve(listener, shutdown).await
+}

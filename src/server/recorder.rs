@@ -1,0 +1,356 @@
+//! The shared record of one instrumented server: accepted connections and the RPCs each served.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tonic::transport::server::Connected;
+
+use crate::pb;
+
+/// Who one accepted connection is: the server-assigned id and the peer's address.
+///
+/// Every connection served through [`ServerRecorder::accept`] carries one; tonic puts it into the
+/// extensions of each request read from that connection, which is how a handler learns which
+/// connection serves it ([`ConnectionInfo::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnectionInfo {
+    /// Assigned 0, 1, 2, … in accept order, per server.
+    pub id: u64,
+    /// The remote address of the connection.
+    pub peer: SocketAddr,
+}
+
+impl ConnectionInfo {
+    /// The connection that carried `request`, if it was served through a [`ServerRecorder`].
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
+        request.extensions().get::<Self>().copied()
+    }
+}
+
+/// A cloneable handle on what one server has recorded.
+///
+/// The server, its handlers, tests and the CLI all hold clones; reads ([`stats`](Self::stats))
+/// may happen while the server runs or after it stopped.
+///
+/// # Determinism
+/// Connection ids are handed out in the order [`accept`](Self::accept) is called, which the
+/// serving loop does in accept order, and everything is kept in ordered maps, so a snapshot
+/// depends only on the sequence of events, never on hashing. Times are measured with
+/// [`tokio::time::Instant`] from the moment the recorder was created, so under a simulated
+/// clock they are simulated times: create the recorder on the runtime that serves.
+#[derive(Debug, Clone)]
+pub struct ServerRecorder {
+    name: Arc<str>,
+    started: Instant,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    connections: BTreeMap<u64, ConnectionRecord>,
+}
+
+#[derive(Debug)]
+struct ConnectionRecord {
+    peer: SocketAddr,
+    accepted_at: Duration,
+    closed_at: Option<Duration>,
+    /// RPCs served on this connection, by method path.
+    methods: BTreeMap<String, u64>,
+}
+
+impl ServerRecorder {
+    /// A recorder for the server called `name`; time zero of its timestamps is now.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: Arc::from(name.into()), started: Instant::now(), state: Arc::default() }
+    }
+
+    /// The server's name, as echoed in every response.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Records a newly accepted connection and wraps its stream so that tonic attaches its
+    /// [`ConnectionInfo`] to every request, and the connection is recorded closed when the
+    /// stream is dropped.
+    ///
+    /// # Contract
+    /// Called by the serving loop once per accepted connection, in accept order; the id it
+    /// assigns is one more than the previous call's.
+    pub fn accept<Io>(&self, io: Io, peer: SocketAddr) -> RecordedIo<Io> {
+        let accepted_at = self.started.elapsed();
+        let id = {
+            let mut state = self.lock();
+            let id = state.next_id;
+            state.next_id += 1;
+            let record =
+                ConnectionRecord { peer, accepted_at, closed_at: None, methods: BTreeMap::new() };
+            state.connections.insert(id, record);
+            id
+        };
+        tracing::debug!(server = %self.name, id, %peer, "connection accepted");
+        RecordedIo { io, info: ConnectionInfo { id, peer }, recorder: self.clone() }
+    }
+
+    /// Counts one RPC of `method` (a path such as `/anchorage.echo.v1.Echo/Echo`) as served
+    /// on connection `id`. An unknown id is ignored: it cannot come from [`accept`](Self::accept).
+    pub fn record_rpc(&self, id: u64, method: &str) {
+        let mut state = self.lock();
+        let Some(record) = state.connections.get_mut(&id) else {
+            tracing::warn!(server = %self.name, id, method, "RPC on an unknown connection");
+            return;
+        };
+        match record.methods.get_mut(method) {
+            Some(count) => *count += 1,
+            None => {
+                record.methods.insert(method.to_owned(), 1);
+            }
+        }
+    }
+
+    /// A snapshot of everything recorded so far, connections in id order.
+    pub fn stats(&self) -> ServerStats {
+        let state = self.lock();
+        let connections: Vec<ConnectionStats> = state
+            .connections
+            .iter()
+            .map(|(&id, record)| ConnectionStats {
+                id,
+                peer: record.peer,
+                accepted_at_ms: millis(record.accepted_at),
+                closed_at_ms: record.closed_at.map(millis),
+                rpcs: record.methods.values().sum(),
+                methods: record.methods.clone(),
+            })
+            .collect();
+        ServerStats {
+            server: self.name.to_string(),
+            connections_accepted: state.next_id,
+            connections_closed: connections.iter().filter(|c| c.closed_at_ms.is_some()).count()
+                as u64,
+            rpcs: connections.iter().map(|c| c.rpcs).sum(),
+            connections,
+        }
+    }
+
+    fn closed(&self, id: u64) {
+        let closed_at = self.started.elapsed();
+        if let Some(record) = self.lock().connections.get_mut(&id) {
+            record.closed_at.get_or_insert(closed_at);
+        }
+        tracing::debug!(server = %self.name, id, "connection closed");
+    }
+
+    /// A panic elsewhere while holding the lock leaves counters that are still meaningful, so
+    /// a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What a server has recorded: the payload of the `Stats` RPC and of the JSON dump.
+///
+/// Serialises as
+/// `{"server":"a","connections_accepted":2,"connections_closed":0,"rpcs":15,"connections":[..]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStats {
+    /// The server's name.
+    pub server: String,
+    /// Connections accepted since the server started.
+    pub connections_accepted: u64,
+    /// Of those, the connections whose stream has been dropped.
+    pub connections_closed: u64,
+    /// RPCs served, over all connections.
+    pub rpcs: u64,
+    /// Every accepted connection, in id order.
+    pub connections: Vec<ConnectionStats>,
+}
+
+/// One accepted connection in [`ServerStats`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// The connection id (0, 1, 2, … in accept order).
+    pub id: u64,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Milliseconds from the server's start to the accept.
+    pub accepted_at_ms: u64,
+    /// Milliseconds from the server's start to the close; `None` while open.
+    pub closed_at_ms: Option<u64>,
+    /// RPCs served on this connection.
+    pub rpcs: u64,
+    /// RPCs served on this connection by method path, in path order.
+    pub methods: BTreeMap<String, u64>,
+}
+
+impl ServerStats {
+    /// The stats as one line of JSON.
+    pub fn to_json(&self) -> String {
+        // Serialising plain structs, strings, integers and string-keyed maps cannot fail.
+        serde_json::to_string(self).expect("server stats always serialise to JSON")
+    }
+}
+
+impl From<&ServerStats> for pb::StatsResponse {
+    fn from(stats: &ServerStats) -> Self {
+        Self {
+            server: stats.server.clone(),
+            connections: stats
+                .connections
+                .iter()
+                .map(|c| pb::ConnectionStats {
+                    id: c.id,
+                    peer: c.peer.to_string(),
+                    accepted_at_ms: c.accepted_at_ms,
+                    rpcs: c.rpcs,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An accepted stream tagged with its [`ConnectionInfo`]; made by [`ServerRecorder::accept`].
+///
+/// Reads and writes go straight to the inner stream. Dropping it records the connection closed.
+#[derive(Debug)]
+pub struct RecordedIo<Io> {
+    io: Io,
+    info: ConnectionInfo,
+    recorder: ServerRecorder,
+}
+
+impl<Io> RecordedIo<Io> {
+    /// The id and peer of this connection.
+    pub fn info(&self) -> ConnectionInfo {
+        self.info
+    }
+}
+
+impl<Io> Drop for RecordedIo<Io> {
+    fn drop(&mut self) {
+        self.recorder.closed(self.info.id);
+    }
+}
+
+impl<Io> Connected for RecordedIo<Io> {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for RecordedIo<Io> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for RecordedIo<Io> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn ids_count_from_zero_in_accept_order() {
+        let recorder = ServerRecorder::new("a");
+        let ids: Vec<u64> = (0..3).map(|p| recorder.accept((), peer(5000 + p)).info().id).collect();
+        assert_eq!(ids, [0, 1, 2], "connection ids must be 0, 1, 2 in accept order");
+    }
+
+    #[test]
+    fn rpcs_are_counted_per_connection_and_method() {
+        let recorder = ServerRecorder::new("a");
+        let first = recorder.accept((), peer(5000));
+        let second = recorder.accept((), peer(5001));
+        for _ in 0..3 {
+            recorder.record_rpc(first.info().id, "/x.S/A");
+        }
+        recorder.record_rpc(first.info().id, "/x.S/B");
+        recorder.record_rpc(second.info().id, "/x.S/A");
+
+        let stats = recorder.stats();
+        assert_eq!(stats.rpcs, 5);
+        assert_eq!(stats.connections[0].rpcs, 4);
+        assert_eq!(stats.connections[0].methods["/x.S/A"], 3);
+        assert_eq!(stats.connections[0].methods["/x.S/B"], 1);
+        assert_eq!(stats.connections[1].rpcs, 1);
+    }
+
+    #[test]
+    fn dropping_the_stream_records_the_connection_closed() {
+        let recorder = ServerRecorder::new("a");
+        let first = recorder.accept((), peer(5000));
+        let _second = recorder.accept((), peer(5001));
+        drop(first);
+
+        let stats = recorder.stats();
+        assert_eq!(stats.connections_accepted, 2);
+        assert_eq!(stats.connections_closed, 1, "a dropped stream must count as closed");
+        assert!(stats.connections[0].closed_at_ms.is_some());
+        assert_eq!(stats.connections[1].closed_at_ms, None, "an open stream must not count");
+    }
+
+    #[test]
+    fn stats_round_trip_through_json() {
+        let recorder = ServerRecorder::new("a");
+        let conn = recorder.accept((), peer(5555));
+        recorder.record_rpc(conn.info().id, "/x.S/A");
+
+        let stats = recorder.stats();
+        let json = stats.to_json();
+        assert!(json.contains(r#""peer":"127.0.0.1:5555""#), "peer must be an address string");
+        let back: ServerStats = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, stats);
+    }
+}
