@@ -7,11 +7,13 @@
 //! - [`target`]: gRPC target strings (`scheme://authority/endpoint`) and the passthrough fallback.
 //! - [`anchor`]: the `pass` anchor-list grammar (`a:9080#2,b:9090#1`) and `etcd` service names.
 //! - [`address`]: [`Address`](address::Address) identity (addr + attributes) and ordered maps of them.
+//! - [`service_config`]: gRPC service config JSON: load-balancing choice, per-method timeouts and retries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod address;
 pub mod anchor;
+pub mod service_config;
 pub mod target;
 
 /// Generated code for the instrumented `Echo` test service (`proto/echo.proto`).
