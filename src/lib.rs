@@ -9,12 +9,14 @@
 //! - [`address`]: [`Address`](address::Address) identity (addr + attributes) and ordered maps of them.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
+//! - [`service_config`]: gRPC service config JSON: load-balancing choice, per-method timeouts and retries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod address;
 pub mod anchor;
 pub mod server;
+pub mod service_config;
 pub mod target;
 
 /// Generated code for the instrumented `Echo` test service (`proto/echo.proto`).
