@@ -1,0 +1,208 @@
+//! Load balancing: policies, pickers and subchannels, after gRPC's balancer API.
+//!
+//! The shape follows grpc-go's `balancer` package and the official `grpc` crate:
+//!
+//! - A [`Subchannel`] is one HTTP/2 connection to one [`Address`], with the connectivity states
+//!   IDLE → CONNECTING → READY / TRANSIENT_FAILURE → … → SHUTDOWN ([`ConnectivityState`]).
+//! - An [`LbPolicy`] owns subchannels. It reacts to resolver updates and to subchannel state
+//!   changes, and publishes a [`Picker`] through its [`ChannelController`].
+//! - A [`Picker`] is an immutable snapshot that routes each RPC: to a READY subchannel, to the
+//!   queue (nothing ready yet), or to a fast failure.
+//!
+//! One task per channel owns the policy and calls it one event at a time, so policies need no
+//! locks. Pickers are shared with every RPC and must never block.
+//!
+//! Built-in policies: [`pick_first`] (the default) and [`round_robin`], chosen by the service
+//! config's `loadBalancingConfig` (see [`policy_for`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::RngCore;
+
+use crate::address::Address;
+use crate::resolver::ResolverError;
+use crate::service_config::LoadBalancingConfig;
+
+pub mod pick_first;
+pub mod round_robin;
+pub mod subchannel;
+
+pub use subchannel::{ConnectionError, Subchannel, SubchannelConfig, SubchannelId};
+
+/// gRPC connectivity states (gRPC's `connectivity-semantics-and-api.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConnectivityState {
+    /// Not connected and not trying; a connect request moves it to CONNECTING.
+    Idle,
+    /// A connection attempt is in progress.
+    Connecting,
+    /// Connected: RPCs can be sent.
+    Ready,
+    /// The last attempt failed; waiting out the reconnect backoff.
+    TransientFailure,
+    /// Shut down for good; no further transitions.
+    Shutdown,
+}
+
+impl fmt::Display for ConnectivityState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Idle => "IDLE",
+            Self::Connecting => "CONNECTING",
+            Self::Ready => "READY",
+            Self::TransientFailure => "TRANSIENT_FAILURE",
+            Self::Shutdown => "SHUTDOWN",
+        })
+    }
+}
+
+/// A subchannel's new state and, for TRANSIENT_FAILURE and a lost READY connection, why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubchannelState {
+    /// The state entered.
+    pub state: ConnectivityState,
+    /// The error that caused it, if any.
+    pub error: Option<ConnectionError>,
+}
+
+impl SubchannelState {
+    /// A state with no error attached.
+    pub fn new(state: ConnectivityState) -> Self {
+        Self { state, error: None }
+    }
+}
+
+/// What a [`Picker`] decides for one RPC.
+#[derive(Debug, Clone)]
+pub enum PickResult {
+    /// Send the RPC on this READY subchannel.
+    Pick(Subchannel),
+    /// Nothing can take the RPC yet: wait for the next picker (bounded by the RPC's deadline).
+    Queue,
+    /// Fail the RPC with `UNAVAILABLE` and this reason, unless it is wait-for-ready, in which case
+    /// it waits for the next picker like [`PickResult::Queue`].
+    Fail(Arc<str>),
+}
+
+/// What a picker is told about the RPC it routes.
+#[derive(Debug, Clone, Copy)]
+pub struct PickInfo<'a> {
+    /// The RPC's full method path, `/package.Service/Method`.
+    pub method: &'a str,
+}
+
+/// Routes RPCs; published by a policy whenever its view changes.
+///
+/// # Contract
+/// - Called concurrently from every task that sends an RPC; must be cheap and must never block.
+/// - Immutable snapshot semantics: a picker never sees later state changes; the policy publishes
+///   a new one instead. Interior state such as a round-robin counter is allowed.
+pub trait Picker: Send + Sync + fmt::Debug {
+    /// Decides where one RPC goes.
+    fn pick(&self, info: &PickInfo<'_>) -> PickResult;
+}
+
+/// A picker with the aggregate connectivity state it was published with.
+#[derive(Debug, Clone)]
+pub struct PickerUpdate {
+    /// The channel's connectivity state as the policy sees it.
+    pub state: ConnectivityState,
+    /// The picker for that state.
+    pub picker: Arc<dyn Picker>,
+}
+
+/// The channel's side of a policy: what a policy may ask for.
+///
+/// # Contract
+/// Passed by `&mut` into each [`LbPolicy`] call on the channel's control task; a policy must not
+/// keep it. Every call returns at once; effects (a subchannel's first state, a re-resolution)
+/// arrive later as new events.
+pub trait ChannelController {
+    /// Creates a subchannel in IDLE for `address`. It connects only when asked
+    /// ([`Subchannel::connect`]) and shuts down when its last handle is dropped.
+    fn new_subchannel(&mut self, address: &Address) -> Subchannel;
+    /// Publishes a new picker and aggregate state; RPCs waiting in the queue re-pick with it.
+    fn update_picker(&mut self, update: PickerUpdate);
+    /// Asks the resolver to resolve again (a hint; see [`crate::resolver::Resolver::resolve_now`]).
+    fn request_resolution(&mut self);
+    /// The channel's seeded random number generator, for anything a policy randomises.
+    fn rng(&mut self) -> &mut dyn RngCore;
+}
+
+/// A load-balancing policy.
+///
+/// # Contract
+/// - Called only from the channel's control task, one call at a time, never concurrently; no
+///   locks are needed. No call may block or await.
+/// - Each call may create subchannels, ask them to connect, drop them (dropping the last handle
+///   shuts a subchannel down), publish a picker and request re-resolution, all through the
+///   controller passed in.
+/// - State updates for a subchannel the policy has dropped are not delivered.
+pub trait LbPolicy: Send + fmt::Debug {
+    /// The resolver produced a new address list (possibly empty). Duplicates by [`Address`]
+    /// identity are the policy's to collapse.
+    fn resolver_update(&mut self, addresses: &[Address], controller: &mut dyn ChannelController);
+
+    /// The resolver failed. A policy that is serving keeps serving; one that has nothing yet
+    /// reports TRANSIENT_FAILURE with the error.
+    fn resolver_error(&mut self, error: &ResolverError, controller: &mut dyn ChannelController);
+
+    /// `subchannel` entered `state`.
+    fn subchannel_update(
+        &mut self,
+        subchannel: &Subchannel,
+        state: &SubchannelState,
+        controller: &mut dyn ChannelController,
+    );
+}
+
+/// The policy a service config's `loadBalancingConfig` selects. With no config the default is
+/// `pick_first` (DESIGN §2.4).
+pub fn policy_for(config: &LoadBalancingConfig) -> Box<dyn LbPolicy> {
+    match config {
+        LoadBalancingConfig::RoundRobin => Box::new(round_robin::RoundRobin::new()),
+        LoadBalancingConfig::PickFirst(config) => {
+            Box::new(pick_first::PickFirst::new(config.shuffle_address_list))
+        }
+    }
+}
+
+/// A picker that queues every RPC: published while a policy is connecting.
+#[derive(Debug, Default)]
+pub struct QueuingPicker;
+
+impl Picker for QueuingPicker {
+    fn pick(&self, _: &PickInfo<'_>) -> PickResult {
+        PickResult::Queue
+    }
+}
+
+/// A picker that fails every RPC with the same reason: published in TRANSIENT_FAILURE.
+#[derive(Debug)]
+pub struct FailingPicker(pub Arc<str>);
+
+impl Picker for FailingPicker {
+    fn pick(&self, _: &PickInfo<'_>) -> PickResult {
+        PickResult::Fail(self.0.clone())
+    }
+}
+
+impl PickerUpdate {
+    /// CONNECTING with a queuing picker.
+    pub fn connecting() -> Self {
+        Self { state: ConnectivityState::Connecting, picker: Arc::new(QueuingPicker) }
+    }
+
+    /// TRANSIENT_FAILURE with a picker that fails RPCs with `reason`.
+    pub fn failing(reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            state: ConnectivityState::TransientFailure,
+            picker: Arc::new(FailingPicker(reason.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
