@@ -7,14 +7,23 @@
 //! - [`target`]: gRPC target strings (`scheme://authority/endpoint`) and the passthrough fallback.
 //! - [`anchor`]: the `pass` anchor-list grammar (`a:9080#2,b:9090#1`) and `etcd` service names.
 //! - [`address`]: [`Address`](address::Address) identity (addr + attributes) and ordered maps of them.
+//! - [`resolver`]: the resolver API, the scheme registry and the built-in resolvers
+//!   (`passthrough`, `pass`, `dns`, `manual`).
+//! - [`balancer`]: the policy API, `pick_first`, `round_robin`, pickers and subchannels.
+//! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
+//! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
+//! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
-//! - [`service_config`]: gRPC service config JSON: load-balancing choice, per-method timeouts and retries.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod address;
 pub mod anchor;
+pub mod balancer;
+pub mod channel;
+pub mod connector;
+pub mod resolver;
 pub mod server;
 pub mod service_config;
 pub mod target;

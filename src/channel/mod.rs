@@ -1,0 +1,384 @@
+//! The channel: a `tower::Service` that any tonic-generated client runs on.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use anchorage::channel::Channel;
+//! use anchorage::pb::{EchoRequest, echo_client::EchoClient};
+//!
+//! let channel = Channel::builder("pass:///127.0.0.1:9080#2,127.0.0.1:9090#1")
+//!     .default_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)?
+//!     .build()?;
+//! let mut client = EchoClient::new(channel);
+//! client.echo(EchoRequest { message: "hi".into() }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Building a channel parses the target, builds its resolver and starts one control task
+//! ([`control`]) that owns the resolver, the load-balancing policy and the subchannels. Each RPC
+//! then picks a subchannel from the latest published picker ([`call`]): it queues while nothing
+//! is READY (until its deadline), fails fast with `UNAVAILABLE` when the policy is in
+//! TRANSIENT_FAILURE (unless wait-for-ready), and is retried per the method's `retryPolicy`.
+//! The control task stops when the last clone of the channel is dropped.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::address::Address;
+use crate::balancer::{
+    ConnectivityState, PickerUpdate, SubchannelConfig, SubchannelId,
+    subchannel::{BackoffConfig, KeepAlive},
+};
+use crate::connector::{Connector, TcpConnector};
+use crate::resolver::{Registry, ResolverBuilder, ResolverError, UpdateSink};
+use crate::service_config::{ServiceConfig, ServiceConfigError};
+use crate::target::{Target, TargetError};
+
+mod call;
+mod control;
+mod replay;
+
+/// Marks an RPC as wait-for-ready (or not), overriding the method config: put it in the
+/// request's extensions (`request.extensions_mut().insert(WaitForReady(true))`).
+///
+/// A wait-for-ready RPC is not failed by TRANSIENT_FAILURE; it waits for a READY subchannel
+/// until its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitForReady(pub bool);
+
+/// Which subchannel served an RPC: the channel puts it in every response's extensions, so a
+/// caller can see the connection behind each RPC
+/// (`response.extensions().get::<ServedBy>()` on a `tonic::Response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServedBy {
+    /// The subchannel's id.
+    pub subchannel: SubchannelId,
+    /// Its address, with attributes such as the connection index.
+    pub address: Address,
+}
+
+/// Errors building a channel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// The target string is not a valid target.
+    #[error("channel: {0}")]
+    Target(#[from] TargetError),
+    /// The resolver rejected the target.
+    #[error("channel: {0}")]
+    Resolver(#[from] ResolverError),
+    /// The default service config is invalid.
+    #[error("channel: default {0}")]
+    ServiceConfig(#[from] ServiceConfigError),
+    /// `build` was called outside a tokio runtime.
+    #[error("channel: build must be called inside a tokio runtime (the channel spawns tasks)")]
+    NoRuntime,
+}
+
+/// Something the channel did, for observers (traces, tests, the simulation). Events are
+/// delivered in order, synchronously, from the control task.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChannelEvent {
+    /// The resolver sent a new address list.
+    Resolved {
+        /// The addresses, in the resolver's order.
+        #[serde(serialize_with = "display_all")]
+        addresses: Vec<Address>,
+    },
+    /// The resolver reported an error.
+    ResolverError {
+        /// The error's message.
+        error: String,
+    },
+    /// The policy asked the resolver to resolve again.
+    ResolveNow,
+    /// The policy created a subchannel.
+    SubchannelCreated {
+        /// Its id.
+        id: SubchannelId,
+        /// Its address.
+        #[serde(serialize_with = "display")]
+        address: Address,
+    },
+    /// A subchannel changed state.
+    SubchannelState {
+        /// Its id.
+        id: SubchannelId,
+        /// Its address.
+        #[serde(serialize_with = "display")]
+        address: Address,
+        /// The state entered.
+        state: ConnectivityState,
+        /// The error that caused it, if any.
+        error: Option<String>,
+    },
+    /// The policy published a picker.
+    Picker {
+        /// The channel's aggregate state.
+        state: ConnectivityState,
+    },
+}
+
+fn display<S: serde::Serializer>(value: &Address, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn display_all<S: serde::Serializer>(values: &[Address], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(values.iter().map(ToString::to_string))
+}
+
+type Observer = Arc<dyn Fn(&ChannelEvent) + Send + Sync>;
+
+/// Delivers [`ChannelEvent`]s to the observer (if any) and to `tracing`.
+#[derive(Clone, Default)]
+pub(crate) struct EventSink(Option<Observer>);
+
+impl EventSink {
+    pub(crate) fn emit(&self, event: ChannelEvent) {
+        tracing::debug!(?event, "channel event");
+        if let Some(observer) = &self.0 {
+            observer(&event);
+        }
+    }
+}
+
+impl fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "EventSink(observer)" } else { "EventSink(none)" })
+    }
+}
+
+/// Configures and builds a [`Channel`].
+#[derive(Debug)]
+pub struct ChannelBuilder {
+    target: String,
+    registry: Registry,
+    default_config: ServiceConfig,
+    connector: Arc<dyn Connector>,
+    subchannel: SubchannelConfig,
+    seed: Option<u64>,
+    retry_buffer: usize,
+    events: EventSink,
+}
+
+impl ChannelBuilder {
+    /// Sets the service config used until (and unless) the resolver supplies one. Default: none,
+    /// which means `pick_first` and no method configs.
+    ///
+    /// # Errors
+    /// [`ChannelError::ServiceConfig`] naming the JSON path of the first invalid field.
+    pub fn default_service_config(mut self, json: &str) -> Result<Self, ChannelError> {
+        self.default_config = ServiceConfig::parse(json)?;
+        Ok(self)
+    }
+
+    /// Sets how subchannels dial. Default: [`TcpConnector`].
+    pub fn connector(mut self, connector: impl Connector) -> Self {
+        self.connector = Arc::new(connector);
+        self
+    }
+
+    /// Registers a resolver builder for its scheme (replacing a built-in one of the same scheme).
+    /// Default: `passthrough`, `pass` and `dns`.
+    pub fn resolver(mut self, builder: impl ResolverBuilder + 'static) -> Self {
+        self.registry.register(Arc::new(builder));
+        self
+    }
+
+    /// Seeds the channel's random number generator, which draws round_robin's start index,
+    /// pick_first's shuffle, backoff jitter and retry jitter. Default: a seed drawn from the
+    /// operating system, logged at debug level so a run can be replayed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Sets the reconnect backoff. Default: [`BackoffConfig::default`] (1 s, ×1.6, ±20 %, 120 s).
+    pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.subchannel.backoff = backoff;
+        self
+    }
+
+    /// Sets the minimum connect timeout. Default: 20 s.
+    pub fn min_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.subchannel.min_connect_timeout = timeout;
+        self
+    }
+
+    /// Turns on HTTP/2 keep-alive. Default: off.
+    pub fn keepalive(mut self, keepalive: KeepAlive) -> Self {
+        self.subchannel.keepalive = Some(keepalive);
+        self
+    }
+
+    /// Sets the per-RPC retry buffer: an RPC whose request body grows past it is no longer
+    /// retried. Default: 256 KiB.
+    pub fn retry_buffer(mut self, bytes: usize) -> Self {
+        self.retry_buffer = bytes;
+        self
+    }
+
+    /// Calls `observer` with every [`ChannelEvent`], in order, from the control task. It must
+    /// not block. Default: none (events still go to `tracing` at debug level).
+    pub fn on_event(mut self, observer: impl Fn(&ChannelEvent) + Send + Sync + 'static) -> Self {
+        self.events = EventSink(Some(Arc::new(observer)));
+        self
+    }
+
+    /// Parses the target, builds its resolver and starts the channel's control task.
+    ///
+    /// # Errors
+    /// [`ChannelError::Target`] for a malformed target, [`ChannelError::Resolver`] when the
+    /// resolver rejects it (a bad anchor list, say), [`ChannelError::NoRuntime`] outside tokio.
+    pub fn build(self) -> Result<Channel, ChannelError> {
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::NoRuntime)?;
+        let registry = &self.registry;
+        let target = Target::parse(&self.target, |scheme| registry.has_scheme(scheme))?;
+        let builder = registry
+            .get(target.scheme())
+            .or_else(|| registry.get("passthrough"))
+            .cloned()
+            .ok_or_else(|| ResolverError::EmptyEndpoint { scheme: target.scheme().to_owned() })?;
+        let seed = self.seed.unwrap_or_else(rand::random);
+        tracing::debug!(target = %target, seed, "building channel");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let call_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+
+        let (resolver_tx, resolver_rx) = mpsc::unbounded_channel();
+        let resolver = builder.build(&target, UpdateSink::new(resolver_tx))?;
+        let default_config = Arc::new(self.default_config);
+        let (config_tx, config_rx) = watch::channel(default_config.clone());
+        let (picker_tx, picker_rx) = watch::channel(PickerUpdate::connecting());
+        let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let (close_tx, closed) = oneshot::channel();
+        let controller = control::Controller {
+            next_id: 0,
+            subchannels: Default::default(),
+            picker_tx,
+            resolve_now: false,
+            rng,
+            config: Arc::new(self.subchannel),
+            connector: self.connector,
+            state_tx,
+            events: self.events,
+        };
+        let control = control::Control {
+            resolver,
+            resolver_rx,
+            default_config,
+            config_tx,
+            controller,
+            state_rx,
+            closed,
+        };
+        tokio::spawn(control.run());
+        Ok(Channel {
+            shared: Arc::new(Shared {
+                target: target.to_string(),
+                picker: picker_rx,
+                config: config_rx,
+                rng: Mutex::new(call_rng),
+                retry_buffer: self.retry_buffer,
+                _close: close_tx,
+            }),
+        })
+    }
+}
+
+/// A gRPC channel over resolvers, load-balancing policies and subchannels. Cheap to clone;
+/// clones share everything. It is a `tower::Service<http::Request<tonic::body::Body>>`, so
+/// tonic-generated clients take it directly: `EchoClient::new(channel)`.
+#[derive(Clone)]
+pub struct Channel {
+    shared: Arc<Shared>,
+}
+
+/// What RPCs share; the control task stops when this drops (its `_close` sender closes).
+struct Shared {
+    target: String,
+    picker: watch::Receiver<PickerUpdate>,
+    config: watch::Receiver<Arc<ServiceConfig>>,
+    rng: Mutex<ChaCha8Rng>,
+    retry_buffer: usize,
+    _close: oneshot::Sender<()>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("target", &self.shared.target)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Channel {
+    /// Starts configuring a channel for `target` (DESIGN §2.1: `pass:///a:1#2,b:1`,
+    /// `dns:///host:port`, `host:port`, …).
+    pub fn builder(target: impl Into<String>) -> ChannelBuilder {
+        ChannelBuilder {
+            target: target.into(),
+            registry: Registry::default(),
+            default_config: ServiceConfig::default(),
+            connector: Arc::new(TcpConnector),
+            subchannel: SubchannelConfig::default(),
+            seed: None,
+            retry_buffer: replay::DEFAULT_LIMIT,
+            events: EventSink::default(),
+        }
+    }
+
+    /// The channel's aggregate connectivity state, as its policy last published it.
+    pub fn state(&self) -> ConnectivityState {
+        self.shared.picker.borrow().state
+    }
+
+    /// Waits until the channel's state satisfies `done`, returning that state.
+    pub async fn wait_for_state(
+        &self,
+        done: impl Fn(ConnectivityState) -> bool,
+    ) -> ConnectivityState {
+        let mut rx = self.shared.picker.clone();
+        match rx.wait_for(|update| done(update.state)).await {
+            Ok(update) => update.state,
+            Err(_) => ConnectivityState::Shutdown,
+        }
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::Status;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, tonic::Status>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
+        // RPCs queue inside `call` until a subchannel is READY; the channel itself is always
+        // ready to accept one.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(call::run(self.shared.clone(), request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_channel_is_send_sync_clone_and_a_tonic_service() {
+        fn assert_channel<T: Send + Sync + Clone + 'static>() {}
+        fn assert_grpc_service<T: tonic::client::GrpcService<tonic::body::Body>>() {}
+        assert_channel::<Channel>();
+        assert_grpc_service::<Channel>();
+    }
+}

@@ -1,0 +1,135 @@
+//! Real-TCP test servers on loopback that can be killed abruptly, and channel helpers.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of this module
+
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage::balancer::ConnectivityState;
+use anchorage::channel::{Channel, ChannelBuilder, ChannelEvent};
+use anchorage::pb::EchoRequest;
+use anchorage::pb::echo_client::EchoClient;
+use anchorage::server::{InstrumentedServer, ServerRecorder, ServerStats};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// An instrumented Echo server on a loopback port. `kill` closes every accepted socket and the
+/// listener at once, like a crashed process: peers see their connections reset and new
+/// connections refused.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub recorder: ServerRecorder,
+    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    accept: JoinHandle<()>,
+    serve: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts `name` on a free loopback port.
+    pub async fn start(name: &str) -> Self {
+        Self::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts `name` on `addr` (a loopback address).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        let recorder = ServerRecorder::new(name);
+        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let kept = sockets.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                // Keep a duplicate of the socket so `kill` can shut it down from outside.
+                let std = stream.into_std().unwrap();
+                kept.lock().unwrap().push(std.try_clone().unwrap());
+                let stream = TcpStream::from_std(std).unwrap();
+                if tx.send(Ok((stream, peer))).is_err() {
+                    return;
+                }
+            }
+        });
+        let server = InstrumentedServer::new(recorder.clone());
+        let incoming = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        let serve = tokio::spawn(async move {
+            let _ = server.serve_incoming(incoming, std::future::pending()).await;
+        });
+        Self { addr, recorder, sockets, accept, serve }
+    }
+
+    /// Kills the server: no more accepts, every open connection shut down.
+    pub fn kill(&self) {
+        self.accept.abort();
+        self.serve.abort();
+        for socket in self.sockets.lock().unwrap().drain(..) {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn stats(&self) -> ServerStats {
+        self.recorder.stats()
+    }
+
+    /// RPCs served per accepted connection, in accept order.
+    pub fn rpcs_per_connection(&self) -> Vec<u64> {
+        self.stats().connections.iter().map(|c| c.rpcs).collect()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback address with nothing listening on it.
+pub async fn unused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Builds the channel, counting subchannels that reach READY; returns it with a waiter.
+pub fn build_counting_ready(builder: ChannelBuilder) -> (Channel, ReadyCount) {
+    let count = ReadyCount(Arc::new(tokio::sync::watch::channel(0usize).0));
+    let sender = count.0.clone();
+    let channel = builder
+        .on_event(move |event| {
+            if let ChannelEvent::SubchannelState { state: ConnectivityState::Ready, .. } = event {
+                sender.send_modify(|n| *n += 1);
+            }
+        })
+        .build()
+        .expect("the channel builds");
+    (channel, count)
+}
+
+/// How many subchannels have entered READY so far.
+#[derive(Clone)]
+pub struct ReadyCount(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl ReadyCount {
+    /// Waits (at most 10 s) until `n` subchannels have entered READY.
+    pub async fn wait_for(&self, n: usize) {
+        let mut rx = self.0.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|count| *count >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} subchannels must become READY within 10 s"))
+            .unwrap();
+    }
+}
+
+/// Sends one Echo RPC with a 5 s deadline.
+pub async fn echo(client: &mut EchoClient<Channel>) -> Result<String, tonic::Status> {
+    let mut request = tonic::Request::new(EchoRequest { message: "hi".into() });
+    request.set_timeout(Duration::from_secs(5));
+    client.echo(request).await.map(|r| r.into_inner().server)
+}
+
+/// `pass:///a#na,b#nb` over the servers' addresses.
+pub fn pass_target(anchors: &[(&TestServer, u32)]) -> String {
+    let items: Vec<String> = anchors.iter().map(|(s, n)| format!("{}#{n}", s.addr)).collect();
+    format!("pass:///{}", items.join(","))
+}
+
+pub const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
