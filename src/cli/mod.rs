@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod probe;
 mod serve;
 mod sim;
 mod target;
@@ -20,6 +21,8 @@ pub(crate) struct Cli {
 enum Command {
     /// Parse a target string and show which resolver takes it and what it expands to.
     Target(target::Args),
+    /// Send RPCs through a channel and report where they went, client and server side.
+    Probe(probe::Args),
     /// Run the simulation scenarios in `sims/` and print the report.
     Sim(sim::Args),
     /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
@@ -31,6 +34,7 @@ impl Cli {
     pub(crate) fn run(self) -> ExitCode {
         match self.command {
             Command::Target(args) => target::run(args),
+            Command::Probe(args) => probe::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Serve(args) => serve::run(args),
         }

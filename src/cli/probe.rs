@@ -1,0 +1,235 @@
+//! `anchorage probe <TARGET>`: runs RPCs through a channel and reports where they went, from
+//! both sides: the client's view (which subchannel served each RPC) and each server's own
+//! `Stats` (which accepted connection served them).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage::anchor::AnchorList;
+use anchorage::channel::{Channel, ServedBy};
+use anchorage::pb::echo_client::EchoClient;
+use anchorage::pb::{EchoRequest, StatsRequest, StatsResponse};
+use anchorage::target::{BUILTIN_SCHEMES, Target};
+use serde::Serialize;
+
+/// Arguments of `anchorage probe`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The target, e.g. `pass:///127.0.0.1:9080#2,127.0.0.1:9090#1`.
+    target: String,
+    /// The default service config (JSON), e.g. `{"loadBalancingConfig":[{"round_robin":{}}]}`.
+    #[arg(long)]
+    service_config: Option<String>,
+    /// How many RPCs to send.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rpcs: u64,
+    /// How many RPCs to keep in flight at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
+    /// Deadline of each RPC, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Seed of the channel's random number generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The probe's findings; `--json` prints exactly this.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    servers: Vec<ServerReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerReport {
+    addr: String,
+    name: String,
+    connections_accepted: usize,
+    rpcs: u64,
+    rpcs_per_connection: Vec<u64>,
+    /// Share of the probe's successful RPCs this server served.
+    observed_share: f64,
+    /// Share its `#N` weight asks for (only for `pass` targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_share: Option<f64>,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        eprintln!("probe: --timeout must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("probe: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(probe(&args)) {
+        Ok(report) => {
+            print_report(&args, &report);
+            if report.errors.values().sum::<u64>() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(message) => {
+            eprintln!("probe: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn probe(args: &Args) -> Result<Report, String> {
+    let mut builder = Channel::builder(args.target.clone()).seed(args.seed);
+    if let Some(json) = &args.service_config {
+        builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
+    }
+    let channel = builder.build().map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let report = Arc::new(Mutex::new(Report::default()));
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (channel, report, next, total) =
+            (channel.clone(), report.clone(), next.clone(), args.rpcs);
+        workers.push(tokio::spawn(async move {
+            let mut client = EchoClient::new(channel);
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                let mut request = tonic::Request::new(EchoRequest { message: "probe".into() });
+                request.set_timeout(timeout);
+                let outcome = client.echo(request).await;
+                let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(_) => report.ok += 1,
+                    Err(status) => *report.errors.entry(code_name(status.code())).or_default() += 1,
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+    }
+    let mut report = Arc::try_unwrap(report)
+        .map_err(|_| "workers still hold the report".to_owned())?
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    report.errors.entry("UNAVAILABLE".into()).or_default();
+    report.servers = server_stats(&channel, timeout).await;
+    let weights = pass_weights(&args.target);
+    for server in &mut report.servers {
+        server.observed_share =
+            if report.ok == 0 { 0.0 } else { server.rpcs as f64 / report.ok as f64 };
+        server.expected_share =
+            weights.as_ref().map(|w| w.get(&server.addr).copied().unwrap_or(0.0));
+    }
+    Ok(report)
+}
+
+/// Asks every server reachable through the channel for its `Stats`, by sending `Stats` RPCs
+/// through the channel itself (so no extra connection is opened) until a round brings no new
+/// server. Servers are keyed by the address that served them.
+async fn server_stats(channel: &Channel, timeout: Duration) -> Vec<ServerReport> {
+    let mut client = EchoClient::new(channel.clone());
+    let mut seen: BTreeMap<String, StatsResponse> = BTreeMap::new();
+    let mut quiet_rounds = 0;
+    for _ in 0..64 {
+        let mut request = tonic::Request::new(StatsRequest {});
+        request.set_timeout(timeout);
+        let Ok(response) = client.stats(request).await else { break };
+        let addr = response.extensions().get::<ServedBy>().map(|s| s.address.addr.clone());
+        let Some(addr) = addr else { break };
+        if seen.insert(addr, response.into_inner()).is_some() {
+            quiet_rounds += 1;
+            if quiet_rounds >= 8 {
+                break;
+            }
+        } else {
+            quiet_rounds = 0;
+        }
+    }
+    seen.into_iter()
+        .map(|(addr, stats)| {
+            let rpcs_per_connection: Vec<u64> = stats.connections.iter().map(|c| c.rpcs).collect();
+            ServerReport {
+                addr,
+                name: stats.server,
+                connections_accepted: stats.connections.len(),
+                rpcs: rpcs_per_connection.iter().sum(),
+                rpcs_per_connection,
+                observed_share: 0.0,
+                expected_share: None,
+            }
+        })
+        .collect()
+}
+
+/// For a `pass` target, each address's share of the `#N` weights.
+fn pass_weights(target: &str) -> Option<BTreeMap<String, f64>> {
+    let target = Target::parse(target, |s| BUILTIN_SCHEMES.contains(&s)).ok()?;
+    if target.scheme() != "pass" {
+        return None;
+    }
+    let anchors: AnchorList = target.endpoint().parse().ok()?;
+    let total = anchors.total_connections() as f64;
+    Some(anchors.items().iter().map(|a| (a.addr(), f64::from(a.connections()) / total)).collect())
+}
+
+fn code_name(code: tonic::Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0 && c.is_uppercase()).then_some('_');
+            sep.into_iter().chain(std::iter::once(c.to_ascii_uppercase()))
+        })
+        .collect()
+}
+
+fn print_report(args: &Args, report: &Report) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        );
+        return;
+    }
+    let failed: u64 = report.errors.values().sum();
+    println!("probe {}: {} ok, {failed} failed", args.target, report.ok);
+    for (code, count) in report.errors.iter().filter(|(_, n)| **n > 0) {
+        println!("  {code}: {count}");
+    }
+    for s in &report.servers {
+        let expected =
+            s.expected_share.map_or(String::new(), |e| format!(", expected {:.1}%", e * 100.0));
+        println!(
+            "  server {} ({}): {} RPCs ({:.1}%{expected}), {} connection(s), per connection {:?}",
+            s.name,
+            s.addr,
+            s.rpcs,
+            s.observed_share * 100.0,
+            s.connections_accepted,
+            s.rpcs_per_connection
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_print_in_grpc_spelling() {
+        assert_eq!(code_name(tonic::Code::Unavailable), "UNAVAILABLE");
+        assert_eq!(code_name(tonic::Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
+    }
+}
