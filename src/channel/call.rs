@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
 use rand::Rng;
 use tokio::time::Instant;
@@ -102,7 +103,7 @@ impl Call<'_> {
                         continue;
                     }
                     _ => {
-                        let mut response = response.map(tonic::body::Body::new);
+                        let mut response = response.map(response_body);
                         let served =
                             ServedBy { subchannel: sc.id(), address: sc.address().clone() };
                         response.extensions_mut().insert(served);
@@ -202,6 +203,15 @@ async fn send(
             ))),
         },
     }
+}
+
+/// The response body as tonic reads it. A transport failure while the body is being read (the
+/// connection died mid-response) becomes `UNAVAILABLE`, as in grpc-go, rather than tonic's
+/// `UNKNOWN` for an opaque body error.
+fn response_body(body: hyper::body::Incoming) -> tonic::body::Body {
+    tonic::body::Body::new(body.map_err(|e| {
+        Status::unavailable(format!("channel: connection lost while reading the response: {e}"))
+    }))
 }
 
 /// The request for one attempt: the caller's method, path and headers, addressed to the

@@ -64,8 +64,10 @@ impl ChannelController for Controller {
     }
 
     fn update_picker(&mut self, update: PickerUpdate) {
-        self.events.emit(ChannelEvent::Picker { state: update.state });
+        let state = update.state;
         self.picker_tx.send_replace(update);
+        // Emitted after publishing, so an observer that sees it knows RPCs now use this picker.
+        self.events.emit(ChannelEvent::Picker { state });
     }
 
     fn request_resolution(&mut self) {

@@ -75,6 +75,15 @@ pub enum ChannelError {
     /// The default service config is invalid.
     #[error("channel: default {0}")]
     ServiceConfig(#[from] ServiceConfigError),
+    /// No resolver is registered for the target's scheme, and no `passthrough` to fall back to
+    /// (possible only with a registry given to [`ChannelBuilder::registry`]).
+    #[error(
+        "channel: no resolver for scheme {scheme:?} and no passthrough resolver to fall back to"
+    )]
+    NoResolver {
+        /// The target's scheme.
+        scheme: String,
+    },
     /// `build` was called outside a tokio runtime.
     #[error("channel: build must be called inside a tokio runtime (the channel spawns tasks)")]
     NoRuntime,
@@ -119,7 +128,7 @@ pub enum ChannelEvent {
         /// The error that caused it, if any.
         error: Option<String>,
     },
-    /// The policy published a picker.
+    /// The policy published a picker; RPCs picked from now on use it.
     Picker {
         /// The channel's aggregate state.
         state: ConnectivityState,
@@ -192,6 +201,13 @@ impl ChannelBuilder {
         self
     }
 
+    /// Replaces the whole resolver registry: the target's scheme is looked up here, and targets
+    /// with an unknown scheme go to this registry's `passthrough`. Default: [`Registry::default`].
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
     /// Seeds the channel's random number generator, which draws round_robin's start index,
     /// pick_first's shuffle, backoff jitter and retry jitter. Default: a seed drawn from the
     /// operating system, logged at debug level so a run can be replayed.
@@ -245,7 +261,7 @@ impl ChannelBuilder {
             .get(target.scheme())
             .or_else(|| registry.get("passthrough"))
             .cloned()
-            .ok_or_else(|| ResolverError::EmptyEndpoint { scheme: target.scheme().to_owned() })?;
+            .ok_or_else(|| ChannelError::NoResolver { scheme: target.scheme().to_owned() })?;
         let seed = self.seed.unwrap_or_else(rand::random);
         tracing::debug!(target = %target, seed, "building channel");
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -373,6 +389,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_registry_without_the_scheme_or_passthrough_is_a_build_error() {
+        let err = Channel::builder("pass:///a:1").registry(Registry::empty()).build().unwrap_err();
+        assert!(
+            matches!(&err, ChannelError::NoResolver { scheme } if scheme == "passthrough"),
+            "an unknown scheme with no passthrough must be reported, got {err:?}"
+        );
+    }
 
     #[test]
     fn the_channel_is_send_sync_clone_and_a_tonic_service() {

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub recorder: ServerRecorder,
-    sockets: Arc<Mutex<Vec<std::net::TcpStream>>>,
+    sockets: Arc<Mutex<Sockets>>,
     accept: JoinHandle<()>,
     serve: JoinHandle<()>,
 }
@@ -36,14 +36,21 @@ impl TestServer {
         let listener = TcpListener::bind(addr).await.expect("bind a loopback port");
         let addr = listener.local_addr().unwrap();
         let recorder = ServerRecorder::new(name);
-        let sockets: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let sockets: Arc<Mutex<Sockets>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let kept = sockets.clone();
         let accept = tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
                 // Keep a duplicate of the socket so `kill` can shut it down from outside.
                 let std = stream.into_std().unwrap();
-                kept.lock().unwrap().push(std.try_clone().unwrap());
+                let mut sockets = kept.lock().unwrap();
+                if sockets.killed {
+                    // Killed while this accept was in progress: close it like the rest.
+                    let _ = std.shutdown(Shutdown::Both);
+                    return;
+                }
+                sockets.open.push(std.try_clone().unwrap());
+                drop(sockets);
                 let stream = TcpStream::from_std(std).unwrap();
                 if tx.send(Ok((stream, peer))).is_err() {
                     return;
@@ -62,7 +69,9 @@ impl TestServer {
     pub fn kill(&self) {
         self.accept.abort();
         self.serve.abort();
-        for socket in self.sockets.lock().unwrap().drain(..) {
+        let mut sockets = self.sockets.lock().unwrap();
+        sockets.killed = true;
+        for socket in sockets.open.drain(..) {
             let _ = socket.shutdown(Shutdown::Both);
         }
     }
@@ -75,6 +84,14 @@ impl TestServer {
     pub fn rpcs_per_connection(&self) -> Vec<u64> {
         self.stats().connections.iter().map(|c| c.rpcs).collect()
     }
+}
+
+/// Duplicates of the accepted sockets, so `kill` can shut them down from outside; `killed` makes
+/// an accept that races with `kill` close its socket too.
+#[derive(Default)]
+struct Sockets {
+    killed: bool,
+    open: Vec<std::net::TcpStream>,
 }
 
 impl Drop for TestServer {
@@ -91,28 +108,34 @@ pub async fn unused_addr() -> SocketAddr {
 
 /// Builds the channel, counting subchannels that reach READY; returns it with a waiter.
 pub fn build_counting_ready(builder: ChannelBuilder) -> (Channel, ReadyCount) {
-    let count = ReadyCount(Arc::new(tokio::sync::watch::channel(0usize).0));
+    let count = ReadyCount(Arc::new(tokio::sync::watch::channel((0usize, false)).0));
     let sender = count.0.clone();
     let channel = builder
-        .on_event(move |event| {
-            if let ChannelEvent::SubchannelState { state: ConnectivityState::Ready, .. } = event {
-                sender.send_modify(|n| *n += 1);
-            }
+        .on_event(move |event| match event {
+            ChannelEvent::SubchannelState { state, .. } => sender.send_modify(|(n, published)| {
+                *n += usize::from(*state == ConnectivityState::Ready);
+                *published = false;
+            }),
+            ChannelEvent::Picker { .. } => sender.send_modify(|(_, published)| *published = true),
+            _ => {}
         })
         .build()
         .expect("the channel builds");
     (channel, count)
 }
 
-/// How many subchannels have entered READY so far.
+/// How many subchannels have entered READY so far, and whether the picker published after the
+/// last state change is in place.
 #[derive(Clone)]
-pub struct ReadyCount(Arc<tokio::sync::watch::Sender<usize>>);
+pub struct ReadyCount(Arc<tokio::sync::watch::Sender<(usize, bool)>>);
 
 impl ReadyCount {
-    /// Waits (at most 10 s) until `n` subchannels have entered READY.
+    /// Waits (at most 10 s) until `n` subchannels have entered READY and RPCs pick from a
+    /// picker that reflects it.
     pub async fn wait_for(&self, n: usize) {
         let mut rx = self.0.subscribe();
-        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|count| *count >= n))
+        let ready = rx.wait_for(|(count, published)| *count >= n && *published);
+        tokio::time::timeout(Duration::from_secs(10), ready)
             .await
             .unwrap_or_else(|_| panic!("{n} subchannels must become READY within 10 s"))
             .unwrap();
