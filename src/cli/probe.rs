@@ -1,16 +1,20 @@
 //! `anchorage probe <TARGET>`: runs RPCs through a channel and reports where they went, from
-//! both sides: the client's view (which subchannel served each RPC) and each server's own
-//! `Stats` (which accepted connection served them).
+//! both sides: the client's outcomes and each server's own `Stats` (which accepted connection
+//! served each RPC). Server connections are attributed to the probe when they answered one of
+//! its RPCs or are still open when it asks; a server that other clients use at the same time
+//! shows their open connections too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anchorage::anchor::AnchorList;
-use anchorage::channel::{Channel, ServedBy};
+use anchorage::balancer::{ConnectivityState, SubchannelId};
+use anchorage::channel::{Channel, ChannelEvent, ServedBy};
 use anchorage::pb::echo_client::EchoClient;
 use anchorage::pb::{EchoRequest, StatsRequest, StatsResponse};
+use anchorage::service_config::{LoadBalancingConfig, ServiceConfig};
 use anchorage::target::{BUILTIN_SCHEMES, Target};
 use serde::Serialize;
 
@@ -45,6 +49,9 @@ struct Report {
     ok: u64,
     errors: BTreeMap<String, u64>,
     servers: Vec<ServerReport>,
+    /// (server name, connection id) of every connection that answered one of this probe's RPCs.
+    #[serde(skip)]
+    used: BTreeSet<(String, u64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,8 +101,14 @@ async fn probe(args: &Args) -> Result<Report, String> {
     if let Some(json) = &args.service_config {
         builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
     }
-    let channel = builder.build().map_err(|e| e.to_string())?;
+    let warm = Arc::new(tokio::sync::watch::Sender::new(Warmup::default()));
+    let observer = warm.clone();
+    let channel = builder
+        .on_event(move |event| observer.send_modify(|w| w.observe(event)))
+        .build()
+        .map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs_f64(args.timeout);
+    warm_up(&warm, args.service_config.as_deref(), timeout).await;
     let report = Arc::new(Mutex::new(Report::default()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -110,7 +123,11 @@ async fn probe(args: &Args) -> Result<Report, String> {
                 let outcome = client.echo(request).await;
                 let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
                 match outcome {
-                    Ok(_) => report.ok += 1,
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        report.ok += 1;
+                        report.used.insert((reply.server, reply.connection));
+                    }
                     Err(status) => *report.errors.entry(code_name(status.code())).or_default() += 1,
                 }
             }
@@ -124,7 +141,7 @@ async fn probe(args: &Args) -> Result<Report, String> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     report.errors.entry("UNAVAILABLE".into()).or_default();
-    report.servers = server_stats(&channel, timeout).await;
+    report.servers = server_stats(&channel, timeout, &report.used).await;
     let weights = pass_weights(&args.target);
     for server in &mut report.servers {
         server.observed_share =
@@ -135,10 +152,65 @@ async fn probe(args: &Args) -> Result<Report, String> {
     Ok(report)
 }
 
+/// What the channel has connected so far, from its events.
+#[derive(Debug, Default)]
+struct Warmup {
+    /// Distinct addresses in the resolver's last update.
+    addresses: usize,
+    /// Subchannels currently READY.
+    ready: BTreeSet<SubchannelId>,
+    /// Whether a picker was published after the last subchannel state change.
+    published: bool,
+}
+
+impl Warmup {
+    fn observe(&mut self, event: &ChannelEvent) {
+        match event {
+            ChannelEvent::Resolved { addresses } => {
+                self.addresses = anchorage::address::dedup(addresses.iter().cloned()).len();
+            }
+            ChannelEvent::Picker { .. } => self.published = true,
+            ChannelEvent::SubchannelState { id, state, .. } => {
+                self.published = false;
+                if *state == ConnectivityState::Ready {
+                    self.ready.insert(*id);
+                } else {
+                    self.ready.remove(id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Waits (at most `limit`) until the channel is warm, so the measured split is the policy's
+/// steady state rather than an artefact of connections finishing at different times:
+/// for `round_robin`, every resolved address READY; otherwise one READY connection.
+async fn warm_up(warm: &tokio::sync::watch::Sender<Warmup>, config: Option<&str>, limit: Duration) {
+    let round_robin = config
+        .and_then(|json| ServiceConfig::parse(json).ok())
+        .is_some_and(|c| *c.load_balancing() == LoadBalancingConfig::RoundRobin);
+    let mut rx = warm.subscribe();
+    let warmed = rx.wait_for(|w| {
+        let connected = if round_robin {
+            w.addresses > 0 && w.ready.len() >= w.addresses
+        } else {
+            !w.ready.is_empty()
+        };
+        connected && w.published
+    });
+    // Not warm in time (a server down, say): probe anyway and let the report show it.
+    let _ = tokio::time::timeout(limit, warmed).await;
+}
+
 /// Asks every server reachable through the channel for its `Stats`, by sending `Stats` RPCs
 /// through the channel itself (so no extra connection is opened) until a round brings no new
 /// server. Servers are keyed by the address that served them.
-async fn server_stats(channel: &Channel, timeout: Duration) -> Vec<ServerReport> {
+async fn server_stats(
+    channel: &Channel,
+    timeout: Duration,
+    used: &BTreeSet<(String, u64)>,
+) -> Vec<ServerReport> {
     let mut client = EchoClient::new(channel.clone());
     let mut seen: BTreeMap<String, StatsResponse> = BTreeMap::new();
     let mut quiet_rounds = 0;
@@ -159,11 +231,18 @@ async fn server_stats(channel: &Channel, timeout: Duration) -> Vec<ServerReport>
     }
     seen.into_iter()
         .map(|(addr, stats)| {
-            let rpcs_per_connection: Vec<u64> = stats.connections.iter().map(|c| c.rpcs).collect();
+            // This probe's connections: those that answered its RPCs, and those still open
+            // (its channel is alive, so its idle connections are open too). Connections of
+            // earlier clients, closed by now, are left out; other clients connected at the
+            // same moment cannot be told apart and are counted.
+            let ours = stats.connections.iter().filter(|c| {
+                c.closed_at_ms.is_none() || used.contains(&(stats.server.clone(), c.id))
+            });
+            let rpcs_per_connection: Vec<u64> = ours.map(|c| c.rpcs).collect();
             ServerReport {
                 addr,
                 name: stats.server,
-                connections_accepted: stats.connections.len(),
+                connections_accepted: rpcs_per_connection.len(),
                 rpcs: rpcs_per_connection.iter().sum(),
                 rpcs_per_connection,
                 observed_share: 0.0,

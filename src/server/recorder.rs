@@ -216,6 +216,7 @@ impl From<&ServerStats> for pb::StatsResponse {
                     peer: c.peer.to_string(),
                     accepted_at_ms: c.accepted_at_ms,
                     rpcs: c.rpcs,
+                    closed_at_ms: c.closed_at_ms,
                 })
                 .collect(),
         }

@@ -1,0 +1,81 @@
+//! `anchorage probe` against in-process loopback servers: the JSON report holds the client's
+//! outcome and each server's own count of connections and RPCs.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{ROUND_ROBIN, TestServer, pass_target};
+
+/// Runs `anchorage probe ARGS` off the runtime's threads; returns (exit code, stdout, stderr).
+async fn probe(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .arg("probe")
+            .args(&args)
+            .output()
+            .expect("run anchorage probe");
+        let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+        (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+    })
+    .await
+    .unwrap()
+}
+
+fn server<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("the report must list server {name}: {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_json_reports_the_weighted_split_from_the_servers_own_stats() {
+    let (a, b) = (TestServer::start("a").await, TestServer::start("b").await);
+    let args = vec![
+        pass_target(&[(&a, 2), (&b, 1)]),
+        "--service-config".into(),
+        ROUND_ROBIN.into(),
+        "--rpcs".into(),
+        "300".into(),
+        "--json".into(),
+    ];
+    let (code, stdout, stderr) = probe(args).await;
+    assert_eq!(code, 0, "probe must succeed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["ok"], 300);
+    assert_eq!(report["errors"]["UNAVAILABLE"], 0);
+    let (ra, rb) = (server(&report, "a"), server(&report, "b"));
+    assert_eq!(ra["addr"], a.addr.to_string());
+    assert_eq!(ra["connections_accepted"], 2, "a:#2 must show two connections");
+    assert_eq!(ra["rpcs"], 200);
+    assert_eq!(ra["rpcs_per_connection"], serde_json::json!([100, 100]));
+    assert_eq!(rb["connections_accepted"], 1);
+    assert_eq!(rb["rpcs"], 100);
+    let expected = ra["expected_share"].as_f64().unwrap();
+    assert!((expected - 2.0 / 3.0).abs() < 1e-9, "expected share must come from #2 of #3");
+    assert_eq!(a.stats().rpcs, 200, "the report must match the server's own count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_without_a_service_config_shows_pick_first_on_one_connection() {
+    let (a, b) = (TestServer::start("a").await, TestServer::start("b").await);
+    let args =
+        vec![pass_target(&[(&a, 2), (&b, 1)]), "--rpcs".into(), "20".into(), "--json".into()];
+    let (code, stdout, stderr) = probe(args).await;
+    assert_eq!(code, 0, "probe must succeed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["servers"].as_array().unwrap().len(), 1, "pick_first reaches one server");
+    assert_eq!(server(&report, "a")["connections_accepted"], 1);
+    assert_eq!(server(&report, "a")["rpcs"], 20);
+}
+
+#[tokio::test]
+async fn probe_rejects_a_malformed_target_naming_the_item() {
+    let (code, _, stderr) = probe(vec!["pass:///127.0.0.1:1#0".into()]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains(r#"item 1 ("127.0.0.1:1#0")"#), "got {stderr}");
+}
