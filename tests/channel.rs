@@ -233,7 +233,8 @@ async fn a_wait_for_ready_rpc_succeeds_once_a_server_comes_up_before_its_deadlin
         "a fail-fast RPC must fail while the only address is down"
     );
     let rpc = tokio::spawn(async move {
-        let mut request = tonic::Request::new(EchoRequest { message: "wait".into() });
+        let mut request =
+            tonic::Request::new(EchoRequest { message: "wait".into(), ..Default::default() });
         request.set_timeout(Duration::from_secs(10));
         request.extensions_mut().insert(WaitForReady(true));
         client.echo(request).await
@@ -259,7 +260,7 @@ async fn wait_for_ready_from_the_method_config_applies_too() {
         .unwrap();
     let mut client = EchoClient::new(channel);
     let status = client
-        .echo(EchoRequest { message: "wait".into() })
+        .echo(EchoRequest { message: "wait".into(), ..Default::default() })
         .await
         .expect_err("nothing ever listens");
     assert_eq!(
@@ -323,4 +324,49 @@ async fn a_malformed_pass_target_fails_the_build_naming_the_item() {
 fn building_outside_a_runtime_is_an_error_not_a_panic() {
     let err = Channel::builder("pass:///127.0.0.1:1").build().expect_err("no runtime");
     assert!(matches!(err, ChannelError::NoRuntime));
+}
+
+/// Sends one Echo RPC that the server answers with `code`.
+async fn failing_echo(client: &mut EchoClient<Channel>, code: Code) -> tonic::Status {
+    let request = EchoRequest { message: "fail".into(), fail_with_code: code as i32 };
+    client.echo(request).await.expect_err("the server fails this RPC on purpose")
+}
+
+fn retrying_channel(server: &TestServer) -> Channel {
+    let config = r#"{"methodConfig":[{"name":[{"service":"anchorage.echo.v1.Echo"}],
+        "retryPolicy":{"maxAttempts":3,"initialBackoff":"0.01s","maxBackoff":"0.05s",
+        "backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE","RESOURCE_EXHAUSTED"]}}]}"#;
+    Channel::builder(pass_target(&[(server, 1)]))
+        .default_service_config(config)
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retryable_status_is_retried_up_to_max_attempts() {
+    let server = TestServer::start("a").await;
+    let mut client = EchoClient::new(retrying_channel(&server));
+    let status = failing_echo(&mut client, Code::Unavailable).await;
+    assert_eq!(status.code(), Code::Unavailable, "the last attempt's status must be returned");
+    assert_eq!(server.stats().rpcs, 3, "maxAttempts 3 must mean exactly 3 attempts");
+}
+
+#[tokio::test]
+async fn a_status_not_listed_as_retryable_is_returned_after_one_attempt() {
+    let server = TestServer::start("a").await;
+    let mut client = EchoClient::new(retrying_channel(&server));
+    let status = failing_echo(&mut client, Code::Internal).await;
+    assert_eq!(status.code(), Code::Internal);
+    assert!(status.message().contains("failing as asked"), "the server's message must survive");
+    assert_eq!(server.stats().rpcs, 1, "a non-retryable status must not be retried");
+}
+
+#[tokio::test]
+async fn without_a_retry_policy_a_failed_rpc_is_sent_once() {
+    let server = TestServer::start("a").await;
+    let channel = Channel::builder(pass_target(&[(&server, 1)])).build().unwrap();
+    let mut client = EchoClient::new(channel);
+    assert_eq!(failing_echo(&mut client, Code::Unavailable).await.code(), Code::Unavailable);
+    assert_eq!(server.stats().rpcs, 1);
 }

@@ -69,7 +69,7 @@ async fn connect(addr: SocketAddr) -> EchoClient<Channel> {
 async fn echo_times(client: &mut EchoClient<Channel>, n: usize) -> Vec<EchoResponse> {
     let mut responses = Vec::with_capacity(n);
     for i in 0..n {
-        let request = EchoRequest { message: format!("m{i}") };
+        let request = EchoRequest { message: format!("m{i}"), ..Default::default() };
         let response = timeout(STEP_LIMIT, client.echo(request))
             .await
             .expect("echo within the step limit")

@@ -9,7 +9,7 @@
 //!     .default_service_config(r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#)?
 //!     .build()?;
 //! let mut client = EchoClient::new(channel);
-//! client.echo(EchoRequest { message: "hi".into() }).await?;
+//! client.echo(EchoRequest { message: "hi".into(), ..Default::default() }).await?;
 //! # Ok(()) }
 //! ```
 //!

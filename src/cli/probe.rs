@@ -118,7 +118,10 @@ async fn probe(args: &Args) -> Result<Report, String> {
         workers.push(tokio::spawn(async move {
             let mut client = EchoClient::new(channel);
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                let mut request = tonic::Request::new(EchoRequest { message: "probe".into() });
+                let mut request = tonic::Request::new(EchoRequest {
+                    message: "probe".into(),
+                    ..Default::default()
+                });
                 request.set_timeout(timeout);
                 let outcome = client.echo(request).await;
                 let mut report = report.lock().unwrap_or_else(|p| p.into_inner());

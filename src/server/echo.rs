@@ -34,6 +34,7 @@ impl EchoService {
 #[tonic::async_trait]
 impl Echo for EchoService {
     /// # Errors
+    /// The status `fail_with_code` asks for, when it is non-zero (the RPC is still recorded).
     /// `Internal` when the request did not come through a connection made by
     /// [`ServerRecorder::accept`], which is a wiring mistake in the server, not the client's.
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoResponse>, Status> {
@@ -45,8 +46,14 @@ impl Echo for EchoService {
             )));
         };
         self.recorder.record_rpc(connection.id, ECHO_METHOD);
+        let request = request.into_inner();
+        if request.fail_with_code != 0 {
+            let code = tonic::Code::from_i32(request.fail_with_code);
+            let message = format!("echo server {:?}: failing as asked", self.recorder.name());
+            return Err(Status::new(code, message));
+        }
         Ok(Response::new(EchoResponse {
-            message: request.into_inner().message,
+            message: request.message,
             server: self.recorder.name().to_owned(),
             connection: connection.id,
         }))

@@ -25,7 +25,7 @@
 //! }));
 //!
 //! let mut client = EchoClient::connect(format!("http://{addr}")).await?;
-//! let reply = client.echo(EchoRequest { message: "hi".into() }).await?.into_inner();
+//! let reply = client.echo(EchoRequest { message: "hi".into(), ..Default::default() }).await?.into_inner();
 //! assert_eq!((reply.message.as_str(), reply.server.as_str(), reply.connection), ("hi", "a", 0));
 //! assert_eq!(recorder.stats().connections[0].rpcs, 1);
 //!

@@ -144,7 +144,8 @@ impl ReadyCount {
 
 /// Sends one Echo RPC with a 5 s deadline.
 pub async fn echo(client: &mut EchoClient<Channel>) -> Result<String, tonic::Status> {
-    let mut request = tonic::Request::new(EchoRequest { message: "hi".into() });
+    let mut request =
+        tonic::Request::new(EchoRequest { message: "hi".into(), ..Default::default() });
     request.set_timeout(Duration::from_secs(5));
     client.echo(request).await.map(|r| r.into_inner().server)
 }
