@@ -5,13 +5,13 @@
 //! at once; after a clean stop, one line with the server's stats as a JSON object. Diagnostics
 //! go to stderr (`RUST_LOG` filters them).
 
-use std::fmt::Write as _;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anchorage::server::{InstrumentedServer, ServerRecorder};
+
+use super::common::{error_chain, init_tracing, parse_duration, print_line, stop_signal};
 use tokio::net::TcpListener;
 
 /// Arguments of `anchorage serve`.
@@ -23,8 +23,8 @@ pub(crate) struct Args {
     /// The server's name, echoed in every response.
     #[arg(long, default_value = "server")]
     name: String,
-    /// Stop by itself after this many seconds (fractions allowed).
-    #[arg(long = "for", value_name = "SECONDS", value_parser = parse_seconds)]
+    /// Stop by itself after this long: seconds (`2`, `0.5`) or with a unit (`30s`, `500ms`, `2m`).
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
     run_for: Option<Duration>,
     /// Allow listening on a non-loopback address, reachable from other hosts.
     #[arg(long)]
@@ -70,64 +70,4 @@ async fn serve(args: Args) -> Result<(), String> {
     let server = InstrumentedServer::new(ServerRecorder::new(args.name));
     let stats = server.serve(listener, stop).await.map_err(|err| error_chain(&err))?;
     print_line(&stats.to_json())
-}
-
-/// Completes on Ctrl-C, on SIGTERM (Unix) or when `run_for` has elapsed.
-fn stop_signal(
-    run_for: Option<Duration>,
-) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let (mut interrupt, mut terminate) = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
-    };
-    Ok(async move {
-        let elapsed = async {
-            match run_for {
-                Some(limit) => tokio::time::sleep(limit).await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(unix)]
-        tokio::select! {
-            _ = interrupt.recv() => tracing::info!("interrupted"),
-            _ = terminate.recv() => tracing::info!("terminated"),
-            () = elapsed => tracing::info!("--for elapsed"),
-        }
-        #[cfg(not(unix))]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-            () = elapsed => tracing::info!("--for elapsed"),
-        }
-    })
-}
-
-/// Writes one line to stdout and flushes it, so a reader on a pipe sees it at once.
-fn print_line(line: &str) -> Result<(), String> {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|err| format!("stdout: {err}"))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(message, ": {cause}");
-        source = cause.source();
-    }
-    message
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Another subscriber may already be installed; then that one is used.
-    let _ =
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).try_init();
-}
-
-fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| format!("{text:?} is not a non-negative, finite number of seconds"))
 }

@@ -47,10 +47,13 @@ use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 
 mod echo;
+mod fallback;
 mod listener;
 mod recorder;
 
 pub use echo::{ECHO_METHOD, EchoService};
+use fallback::Fallback;
+pub use fallback::HEALTH_CHECK_METHOD;
 pub use listener::{Incoming, Listener};
 pub use recorder::{ConnectionInfo, ConnectionStats, RecordedIo, ServerRecorder, ServerStats};
 
@@ -159,7 +162,11 @@ impl InstrumentedServer {
                 .http2_keepalive_interval(Some(interval))
                 .http2_keepalive_timeout(Some(timeout));
         }
-        let router = builder.add_service(EchoService::new(recorder.clone()).into_server());
+        let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server());
+        let routes = tonic::service::Routes::from(
+            routes.prepare().into_axum_router().fallback_service(Fallback::new(recorder.clone())),
+        );
+        let router = builder.add_routes(routes);
 
         // Learn when shutdown starts, so draining can be bounded.
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
