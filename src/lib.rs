@@ -13,6 +13,7 @@
 //! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
 //! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
 //! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
+//! - [`audit`]: judging other resolvers and clients by the same properties.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 
 pub mod address;
 pub mod anchor;
+pub mod audit;
 pub mod balancer;
 pub mod channel;
 pub mod connector;

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit_serve;
+mod common;
 mod probe;
 mod serve;
 mod sim;
@@ -23,6 +25,8 @@ enum Command {
     Target(target::Args),
     /// Send RPCs through a channel and report where they went, client and server side.
     Probe(probe::Args),
+    /// Run instrumented servers for any client, then judge what they saw against `#N`.
+    AuditServe(audit_serve::Args),
     /// Run the simulation scenarios in `sims/` and print the report.
     Sim(sim::Args),
     /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
@@ -35,6 +39,7 @@ impl Cli {
         match self.command {
             Command::Target(args) => target::run(args),
             Command::Probe(args) => probe::run(args),
+            Command::AuditServe(args) => audit_serve::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Serve(args) => serve::run(args),
         }
