@@ -1,6 +1,12 @@
 //! Auditing resolvers and clients against the properties anchorage proves for its own.
 //!
+//! - [`syntax`]: target-syntax properties of any `pass`-style resolver, on generated input.
+//! - [`matrix`]: subjects × properties, with counterexamples.
+//! - [`subjects`]: the resolvers shipped for auditing: anchorage's own and models of others.
 //! - [`clients`]: judge what real clients (in any language) did against instrumented servers
 //!   over TCP: connections accepted per server against the expected `#N`, and the RPC split.
 
 pub mod clients;
+pub mod matrix;
+pub mod subjects;
+pub mod syntax;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod audit;
 mod audit_serve;
 mod common;
 mod probe;
@@ -25,6 +26,8 @@ enum Command {
     Target(target::Args),
     /// Send RPCs through a channel and report where they went, client and server side.
     Probe(probe::Args),
+    /// Audit resolvers: the conformance matrix of subjects × properties.
+    Audit(audit::Args),
     /// Run instrumented servers for any client, then judge what they saw against `#N`.
     AuditServe(audit_serve::Args),
     /// Run the simulation scenarios in `sims/` and print the report.
@@ -39,6 +42,7 @@ impl Cli {
         match self.command {
             Command::Target(args) => target::run(args),
             Command::Probe(args) => probe::run(args),
+            Command::Audit(args) => audit::run(args),
             Command::AuditServe(args) => audit_serve::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Serve(args) => serve::run(args),

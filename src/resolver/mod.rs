@@ -88,28 +88,57 @@ pub enum ResolverError {
 /// One message from a resolver to its channel.
 pub(crate) type ResolverEvent = Result<ResolverState, ResolverError>;
 
+/// A rewrite applied to every state sent through an [`UpdateSink`].
+type Transform = Arc<dyn Fn(ResolverState) -> ResolverState + Send + Sync>;
+
 /// Where a resolver sends its updates. Cheap to clone; a resolver may keep it in its own tasks.
-#[derive(Debug, Clone)]
-pub struct UpdateSink(mpsc::UnboundedSender<ResolverEvent>);
+#[derive(Clone)]
+pub struct UpdateSink {
+    tx: mpsc::UnboundedSender<ResolverEvent>,
+    transform: Option<Transform>,
+}
+
+impl fmt::Debug for UpdateSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateSink").field("transformed", &self.transform.is_some()).finish()
+    }
+}
 
 impl UpdateSink {
     pub(crate) fn new(tx: mpsc::UnboundedSender<ResolverEvent>) -> Self {
-        Self(tx)
+        Self { tx, transform: None }
+    }
+
+    /// A sink that applies `rewrite` to every state before passing it on (after any rewrite
+    /// this sink already applies). Resolver decorators use it to wrap another resolver.
+    pub fn with_transform(
+        self,
+        rewrite: impl Fn(ResolverState) -> ResolverState + Send + Sync + 'static,
+    ) -> Self {
+        let transform: Transform = match self.transform {
+            None => Arc::new(rewrite),
+            Some(outer) => Arc::new(move |state| outer(rewrite(state))),
+        };
+        Self { tx: self.tx, transform: Some(transform) }
     }
 
     /// Sends a whole new state. Returns false once the channel is gone: the resolver should stop.
     pub fn update(&self, state: ResolverState) -> bool {
-        self.0.send(Ok(state)).is_ok()
+        let state = match &self.transform {
+            Some(rewrite) => rewrite(state),
+            None => state,
+        };
+        self.tx.send(Ok(state)).is_ok()
     }
 
     /// Reports an error. Returns false once the channel is gone: the resolver should stop.
     pub fn error(&self, error: ResolverError) -> bool {
-        self.0.send(Err(error)).is_ok()
+        self.tx.send(Err(error)).is_ok()
     }
 
     /// Whether the channel is gone.
     pub fn is_closed(&self) -> bool {
-        self.0.is_closed()
+        self.tx.is_closed()
     }
 }
 

@@ -1,0 +1,84 @@
+//! The audit matrix: subjects × properties, each cell pass or fail with its counterexample.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::subjects::Subject;
+use super::syntax::{self, PropertyResult};
+
+/// One subject's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    /// The subject's name.
+    pub subject: String,
+    /// What it is.
+    pub description: String,
+    /// One result per property, in the matrix's property order.
+    pub results: Vec<PropertyResult>,
+}
+
+impl Row {
+    /// The result of `property`, if it was checked.
+    pub fn result(&self, property: &str) -> Option<&PropertyResult> {
+        self.results.iter().find(|r| r.property == property)
+    }
+}
+
+/// Subjects × properties.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Matrix {
+    /// The seed the cases were drawn from.
+    pub seed: u64,
+    /// Cases per property.
+    pub cases: u32,
+    /// One row per subject, in the order given.
+    pub rows: Vec<Row>,
+}
+
+impl Matrix {
+    /// Audits every subject with `cases` generated cases per property drawn from `seed`.
+    pub fn run(subjects: &[Subject], seed: u64, cases: u32) -> Self {
+        let rows = subjects
+            .iter()
+            .map(|subject| Row {
+                subject: subject.name.clone(),
+                description: subject.description.clone(),
+                results: syntax::check(subject.builder.as_ref(), seed, cases),
+            })
+            .collect();
+        Self { seed, cases, rows }
+    }
+
+    /// Whether every cell passed.
+    pub fn all_pass(&self) -> bool {
+        self.rows.iter().all(|row| row.results.iter().all(|r| r.pass))
+    }
+}
+
+impl fmt::Display for Matrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(first) = self.rows.first() else { return writeln!(f, "no subjects") };
+        let width = self.rows.iter().map(|r| r.subject.len()).max().unwrap_or(0).max(7);
+        write!(f, "{:<width$}", "subject")?;
+        for result in &first.results {
+            write!(f, " | {}", result.property)?;
+        }
+        writeln!(f)?;
+        for row in &self.rows {
+            let mut line = format!("{:<width$}", row.subject);
+            for result in &row.results {
+                let cell = if result.pass { "pass" } else { "FAIL" };
+                line.push_str(&format!(" | {cell:<w$}", w = result.property.len()));
+            }
+            writeln!(f, "{}", line.trim_end())?;
+        }
+        writeln!(f, "\n(seed {}, {} cases per property)", self.seed, self.cases)?;
+        for row in &self.rows {
+            for result in row.results.iter().filter(|r| !r.pass) {
+                writeln!(f, "{} / {}: {}", row.subject, result.property, result.detail)?;
+            }
+        }
+        Ok(())
+    }
+}
