@@ -2,7 +2,7 @@
 //!
 //! A [`Subchannel`] is a cheap handle. Behind it runs one task that owns the connection: it
 //! waits in IDLE until asked to connect, dials through the channel's
-//! [`Connector`](crate::connector::Connector), performs the HTTP/2 handshake with hyper, and
+//! [`Connector`], performs the HTTP/2 handshake with hyper, and
 //! reports every state change to the channel's control task. Owning the connection is what lets
 //! us see these states; tonic's own `Channel` hides them.
 //!

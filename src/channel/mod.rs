@@ -14,8 +14,8 @@
 //! ```
 //!
 //! Building a channel parses the target, builds its resolver and starts one control task
-//! ([`control`]) that owns the resolver, the load-balancing policy and the subchannels. Each RPC
-//! then picks a subchannel from the latest published picker ([`call`]): it queues while nothing
+//! (`channel/control.rs`) that owns the resolver, the load-balancing policy and the subchannels. Each RPC
+//! then picks a subchannel from the latest published picker (`channel/call.rs`): it queues while nothing
 //! is READY (until its deadline), fails fast with `UNAVAILABLE` when the policy is in
 //! TRANSIENT_FAILURE (unless wait-for-ready), and is retried per the method's `retryPolicy`.
 //! The control task stops when the last clone of the channel is dropped.
