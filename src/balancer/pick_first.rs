@@ -76,19 +76,25 @@ impl PickFirst {
         self.connect_at(0);
     }
 
-    fn connect_at(&self, index: usize) {
-        if let Some((sc, ConnectivityState::Idle)) = self.subchannels.get(index) {
+    /// Asks the subchannel at `index` to connect if it is IDLE, and records it as CONNECTING at
+    /// once, so a later decision never mistakes it for one that was not asked.
+    fn connect_at(&mut self, index: usize) {
+        if let Some((sc, state @ ConnectivityState::Idle)) = self.subchannels.get_mut(index) {
             sc.connect();
+            *state = ConnectivityState::Connecting;
         }
     }
 
     fn select(&mut self, chosen: Subchannel, controller: &mut dyn ChannelController) {
-        // Only one connection at a time: every other subchannel is shut down and replaced by a
-        // fresh IDLE one, so an attempt still in flight cannot open a second connection.
-        let addresses: Vec<Address> =
-            self.subchannels.iter().map(|(sc, _)| sc.address().clone()).collect();
-        self.subchannels.retain(|(sc, _)| *sc == chosen);
-        self.rebuild(&addresses, controller);
+        // Only one connection at a time: every other subchannel that was asked to connect is
+        // shut down and replaced by a fresh IDLE one, so an attempt still in flight (or a
+        // backoff about to end) cannot open a second connection.
+        for (sc, state) in &mut self.subchannels {
+            if *sc != chosen && *state != ConnectivityState::Idle {
+                *sc = controller.new_subchannel(sc.address());
+                *state = ConnectivityState::Idle;
+            }
+        }
         self.attempt = None;
         self.selected = Some(chosen.clone());
         let picker = Arc::new(SelectedPicker(chosen));
@@ -174,15 +180,13 @@ impl LbPolicy for PickFirst {
                     // backoff ends.
                     self.attempt = None;
                     self.publish(PickerUpdate::failing(self.fail_reason()), controller);
-                    for (sc, state) in &self.subchannels {
-                        if *state == ConnectivityState::Idle {
-                            sc.connect();
-                        }
+                    for index in 0..self.subchannels.len() {
+                        self.connect_at(index);
                     }
                 }
             }
             ConnectivityState::Idle if self.attempt.is_none() && self.selected.is_none() => {
-                subchannel.connect();
+                self.connect_at(index);
             }
             _ => {}
         }
@@ -291,6 +295,27 @@ mod tests {
         );
     }
 
+    /// Regression: in sticky TRANSIENT_FAILURE every subchannel retries at once; when one
+    /// became READY the others kept connecting and could open a second connection.
+    #[test]
+    fn pick_first_replaces_other_connecting_subchannels_when_one_becomes_ready() {
+        let (mut policy, mut cc) = given_list(&["a:1", "b:1", "c:1"]);
+        move_to(&mut policy, &mut cc, 0, failure("a:1"));
+        move_to(&mut policy, &mut cc, 1, failure("b:1"));
+        move_to(&mut policy, &mut cc, 2, failure("c:1"));
+        move_to(&mut policy, &mut cc, 0, state(Idle));
+        move_to(&mut policy, &mut cc, 1, state(Idle));
+        cc.take_log();
+        move_to(&mut policy, &mut cc, 0, state(Ready));
+        assert_eq!(
+            cc.take_log(),
+            ["new sc3 b:1", "new sc4 c:1", "picker READY"],
+            "every subchannel asked to connect, other than the READY one, must be replaced"
+        );
+        let ids: Vec<u64> = policy.subchannels.iter().map(|(sc, _)| sc.id().0).collect();
+        assert_eq!(ids, [0, 3, 4]);
+    }
+
     #[test]
     fn pick_first_keeps_the_ready_connection_when_its_address_is_still_listed() {
         let (mut policy, mut cc) = given_list(&["a:1", "b:1"]);
@@ -299,7 +324,7 @@ mod tests {
         policy.resolver_update(&addrs(&["c:1", "a:1"]), &mut cc);
         assert_eq!(
             cc.take_log(),
-            ["new sc3 c:1"],
+            ["new sc2 c:1"],
             "pick_first must keep the READY connection when its address is still listed"
         );
         assert_eq!(cc.picks(1), ["sc0"]);
