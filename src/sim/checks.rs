@@ -360,11 +360,15 @@ fn within(shares: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>, toleranc
     shares.iter().all(|(k, v)| (v - want.get(k).copied().unwrap_or(0.0)).abs() <= tolerance)
 }
 
-/// The start of the window the overall split is measured over: after the last fault (plus
-/// `recovery_within_ms`), or the whole run.
+/// The start of the window the overall split is measured over: `settle_ms` after the last
+/// fault that changes which servers the client can use (latency changes do not), or the whole run.
 pub(crate) fn split_window_start(o: &Observed<'_>) -> Duration {
-    let settle = Duration::from_millis(o.scenario.expect.recovery_within_ms.unwrap_or(0));
-    o.applied.last().map_or(Duration::ZERO, |a| a.at + settle)
+    let settle = Duration::from_millis(o.scenario.expect.settle_ms.unwrap_or(0));
+    o.applied
+        .iter()
+        .rev()
+        .find(|a| a.fault.action != Action::Latency)
+        .map_or(Duration::ZERO, |a| a.at + settle)
 }
 
 fn split(o: &Observed<'_>) -> Property {

@@ -396,9 +396,13 @@ pub struct Expect {
     pub total_connections: Option<u64>,
     /// Subchannels the channel created, exactly (dedup: equal addresses share one).
     pub subchannels: Option<u64>,
-    /// Expected share of successful RPCs per server (any positive numbers; normalised), over
-    /// the run when there are no faults, and after recovery when there are.
+    /// Expected share of successful RPCs per server (any non-negative numbers; normalised),
+    /// over the run when there are no faults, else from `settle_ms` after the last one; also
+    /// what `recovery_within_ms` checks against.
     pub weights: Option<BTreeMap<String, f64>>,
+    /// The split is measured over RPCs that start this long after the last fault (latency
+    /// changes aside). Default 0.
+    pub settle_ms: Option<u64>,
     /// Allowed absolute difference between observed and expected shares. Default 0.05.
     pub tolerance: Option<f64>,
     /// After each crash or partition, every successful RPC that starts this long after it goes
