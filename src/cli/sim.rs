@@ -186,8 +186,14 @@ fn print(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Arg
             println!("{line}");
         }
     }
+    // One line per failing run, with its replay command; on stderr with --json, so stdout
+    // stays one JSON object per line.
     for report in &failed {
-        println!("{}", report.failure_line());
+        if args.json {
+            eprintln!("{}", report.failure_line());
+        } else {
+            println!("{}", report.failure_line());
+        }
     }
     let summary = format!(
         "{} runs over {} scenarios: {} passed, {} failed; determinism self-check {}",
