@@ -56,6 +56,7 @@ scenarios!(
     crash_restart_weighted,
     dedup_distinct_attributes,
     dedup_equal_addresses,
+    hold_and_oneway_partition,
     original_notes_client,
     partition_heal_keepalive,
     pick_first_default,
