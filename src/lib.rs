@@ -16,6 +16,8 @@
 //! - [`audit`]: judging other resolvers and clients by the same properties.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
+//! - [`sim`]: the deterministic simulation harness: scenarios from `sims/*.toml` on turmoil,
+//!   property checks, seeds and replay.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -28,6 +30,7 @@ pub mod connector;
 pub mod resolver;
 pub mod server;
 pub mod service_config;
+pub mod sim;
 pub mod target;
 
 /// Generated code for the instrumented `Echo` test service (`proto/echo.proto`).

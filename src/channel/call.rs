@@ -127,9 +127,8 @@ impl Call<'_> {
         &self,
         skip: &mut Vec<SubchannelId>,
     ) -> Result<(Subchannel, SendRequest<tonic::body::Body>), Status> {
-        let mut pickers = self.shared.picker.clone();
         loop {
-            let update = pickers.borrow_and_update().clone();
+            let (version, update) = self.shared.picker.current();
             loop {
                 match update.picker.pick(&PickInfo { method: self.path }) {
                     PickResult::Pick(sc) if !skip.contains(&sc.id()) => match sc.sender() {
@@ -142,7 +141,7 @@ impl Call<'_> {
                     _ => break,
                 }
             }
-            if pickers.changed().await.is_err() {
+            if !self.shared.picker.changed(version).await {
                 return Err(Status::unavailable("channel: closed"));
             }
             skip.clear();

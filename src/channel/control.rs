@@ -36,7 +36,7 @@ pub(super) struct Control {
 pub(super) struct Controller {
     pub(super) next_id: u64,
     pub(super) subchannels: BTreeMap<SubchannelId, WeakSubchannel>,
-    pub(super) picker_tx: watch::Sender<PickerUpdate>,
+    pub(super) picker_tx: Arc<super::published::Published>,
     pub(super) resolve_now: bool,
     pub(super) rng: ChaCha8Rng,
     pub(super) config: Arc<SubchannelConfig>,
@@ -65,7 +65,7 @@ impl ChannelController for Controller {
 
     fn update_picker(&mut self, update: PickerUpdate) {
         let state = update.state;
-        self.picker_tx.send_replace(update);
+        self.picker_tx.publish(update);
         // Emitted after publishing, so an observer that sees it knows RPCs now use this picker.
         self.events.emit(ChannelEvent::Picker { state });
     }
@@ -95,6 +95,7 @@ impl Control {
                 self.resolver.resolve_now();
             }
         }
+        self.controller.picker_tx.close();
     }
 
     fn subchannel_event(

@@ -41,6 +41,7 @@ use crate::target::{Target, TargetError};
 
 mod call;
 mod control;
+mod published;
 mod replay;
 
 /// Marks an RPC as wait-for-ready (or not), overriding the method config: put it in the
@@ -271,13 +272,13 @@ impl ChannelBuilder {
         let resolver = builder.build(&target, UpdateSink::new(resolver_tx))?;
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
-        let (picker_tx, picker_rx) = watch::channel(PickerUpdate::connecting());
+        let published = Arc::new(published::Published::new(PickerUpdate::connecting()));
         let (state_tx, state_rx) = mpsc::unbounded_channel();
         let (close_tx, closed) = oneshot::channel();
         let controller = control::Controller {
             next_id: 0,
             subchannels: Default::default(),
-            picker_tx,
+            picker_tx: published.clone(),
             resolve_now: false,
             rng,
             config: Arc::new(self.subchannel),
@@ -298,7 +299,7 @@ impl ChannelBuilder {
         Ok(Channel {
             shared: Arc::new(Shared {
                 target: target.to_string(),
-                picker: picker_rx,
+                picker: published,
                 config: config_rx,
                 rng: Mutex::new(call_rng),
                 retry_buffer: self.retry_buffer,
@@ -319,7 +320,7 @@ pub struct Channel {
 /// What RPCs share; the control task stops when this drops (its `_close` sender closes).
 struct Shared {
     target: String,
-    picker: watch::Receiver<PickerUpdate>,
+    picker: Arc<published::Published>,
     config: watch::Receiver<Arc<ServiceConfig>>,
     rng: Mutex<ChaCha8Rng>,
     retry_buffer: usize,
@@ -353,7 +354,7 @@ impl Channel {
 
     /// The channel's aggregate connectivity state, as its policy last published it.
     pub fn state(&self) -> ConnectivityState {
-        self.shared.picker.borrow().state
+        self.shared.picker.state()
     }
 
     /// Waits until the channel's state satisfies `done`, returning that state.
@@ -361,10 +362,15 @@ impl Channel {
         &self,
         done: impl Fn(ConnectivityState) -> bool,
     ) -> ConnectivityState {
-        let mut rx = self.shared.picker.clone();
-        match rx.wait_for(|update| done(update.state)).await {
-            Ok(update) => update.state,
-            Err(_) => ConnectivityState::Shutdown,
+        // Each pass either returns or waits for the next picker.
+        loop {
+            let (version, update) = self.shared.picker.current();
+            if done(update.state) {
+                return update.state;
+            }
+            if !self.shared.picker.changed(version).await {
+                return ConnectivityState::Shutdown;
+            }
         }
     }
 }

@@ -1,0 +1,116 @@
+//! The properties measured in windows around the fault schedule: failover after each crash,
+//! partition or hold; recovery of the split after each heal; RPCs lost per fault; and liveness
+//! after the last fault.
+
+use std::time::Duration;
+
+use super::super::scenario::Action;
+use super::super::trace::secs;
+use super::{Observed, Property, property, shares_text, within};
+use crate::sim::RpcRecord;
+
+pub(super) fn failover(o: &Observed<'_>, after: Duration) -> Property {
+    let mut parts = Vec::new();
+    let mut passed = true;
+    for (i, applied) in o.applied.iter().enumerate() {
+        if !matches!(applied.fault.action, Action::Crash | Action::Partition | Action::Hold) {
+            continue;
+        }
+        let cut = o.cut_off(&applied.fault);
+        if cut.is_empty() {
+            continue;
+        }
+        let (from, until) = (applied.at + after, o.healed_at(i));
+        let window: Vec<&RpcRecord> = o.ok().filter(|r| r.start >= from && r.end < until).collect();
+        let wrong = window.iter().filter(|r| r.server().is_some_and(|s| cut.contains(&s))).count();
+        // An empty window (the fault healed before failover was due) proves nothing.
+        let ok = wrong == 0 && !window.is_empty();
+        passed &= ok;
+        parts.push(format!(
+            "{} at {}: {wrong} of {} OK RPCs from {} to {} went to {}",
+            applied.fault.describe(),
+            secs(applied.at),
+            window.len(),
+            secs(from),
+            secs(until),
+            cut.join("/")
+        ));
+    }
+    if parts.is_empty() {
+        return property("failover", false, "no crash, partition or hold cuts a server off");
+    }
+    property("failover", passed, parts.join("; "))
+}
+
+pub(super) fn recovery(o: &Observed<'_>, after: Duration) -> Property {
+    let Some(want) = o.weights() else {
+        return property("recovery", false, "recovery needs expect.weights");
+    };
+    let tolerance = o.tolerance();
+    let mut parts = Vec::new();
+    let mut passed = true;
+    for (i, applied) in o.applied.iter().enumerate() {
+        if !applied.fault.is_heal() {
+            continue;
+        }
+        let from = applied.at + after;
+        let until = o.applied.get(i + 1).map_or(o.end, |next| next.at);
+        if from >= until {
+            continue; // superseded by the next fault before it could settle
+        }
+        let (total, shares) = o.shares(o.ok().filter(|r| r.start >= from && r.end < until));
+        let ok = total >= 10 && within(&shares, &want, tolerance);
+        passed &= ok;
+        parts.push(format!(
+            "after {} at {}: {} of {total} OK RPCs",
+            applied.fault.describe(),
+            secs(applied.at),
+            shares_text(&shares)
+        ));
+    }
+    if parts.is_empty() {
+        return property("recovery", false, "no heal is followed by a settled window");
+    }
+    let measured = format!("{} (want {} ±{tolerance})", parts.join("; "), shares_text(&want));
+    property("recovery", passed, measured)
+}
+
+pub(super) fn lost_per_fault(o: &Observed<'_>, bound: u64) -> Property {
+    let first = o.applied.first().map_or(o.end, |a| a.at);
+    let before = o.failed().filter(|r| r.end < first).count() as u64;
+    let mut passed = before == 0;
+    let mut parts = vec![format!("before any fault {before}")];
+    for (i, applied) in o.applied.iter().enumerate() {
+        let until = o.applied.get(i + 1).map_or(Duration::MAX, |next| next.at);
+        let lost = o.failed().filter(|r| r.end >= applied.at && r.end < until).count() as u64;
+        passed &= lost <= bound;
+        parts.push(format!("{} {lost}", applied.fault.describe()));
+    }
+    property("lost_per_fault", passed, format!("{} (at most {bound} each)", parts.join(", ")))
+}
+
+pub(super) fn liveness(o: &Observed<'_>, bound: Duration) -> Property {
+    let last = o.applied.last();
+    if let Some(last) = last.filter(|a| a.fault.is_disruption() && !a.fault.is_heal()) {
+        let text = format!("the schedule ends with a disruption ({})", last.fault.describe());
+        return property("liveness", false, text);
+    }
+    let (healed, what) =
+        last.map_or((Duration::ZERO, "start".to_owned()), |a| (a.at, a.fault.describe()));
+    let first_ok = o.ok().filter(|r| r.end >= healed).map(|r| r.end).min();
+    let after = healed + bound;
+    let late = o.log.rpcs.iter().filter(|r| r.start >= after);
+    let (late_total, late_failed) =
+        late.fold((0, 0), |(n, f), r| (n + 1, f + usize::from(r.server().is_none())));
+    let (passed, first) = match first_ok {
+        Some(at) => (at - healed <= bound && late_failed == 0, secs(at - healed)),
+        None => (false, "never".to_owned()),
+    };
+    let measured = format!(
+        "first OK {first} after {what} at {} (bound {}); {late_failed} of {late_total} RPCs started after {} failed",
+        secs(healed),
+        secs(bound),
+        secs(after)
+    );
+    property("liveness", passed, measured)
+}

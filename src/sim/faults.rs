@@ -1,0 +1,48 @@
+//! Applying the fault schedule to a running simulation.
+
+use std::time::Duration;
+
+use super::scenario::{Action, Fault, parse_address};
+use crate::resolver::manual::ManualResolver;
+
+/// A fault as applied: the simulated time it took effect (the first tick boundary at or after
+/// its `at_ms`).
+#[derive(Debug, Clone)]
+pub(crate) struct Applied {
+    pub(crate) at: Duration,
+    pub(crate) fault: Fault,
+}
+
+/// The schedule in time order (faults at the same time keep their file order).
+pub(crate) fn schedule(faults: &[Fault]) -> Vec<Fault> {
+    let mut sorted = faults.to_vec();
+    sorted.sort_by_key(|f| f.at_ms);
+    sorted
+}
+
+/// Applies one fault. `manual` is the channel's manual resolver, present for `manual:` targets.
+pub(crate) fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, manual: Option<&ManualResolver>) {
+    let pair = fault.between.as_ref().map(|[a, b]| (a.as_str(), b.as_str()));
+    match (fault.action, fault.host.as_deref(), pair) {
+        (Action::Crash, Some(host), _) => sim.crash(host),
+        (Action::Restart | Action::Bounce, Some(host), _) => sim.bounce(host),
+        (Action::Partition, _, Some((a, b))) if fault.oneway => sim.partition_oneway(a, b),
+        (Action::Partition, _, Some((a, b))) => sim.partition(a, b),
+        (Action::Repair, _, Some((a, b))) if fault.oneway => sim.repair_oneway(a, b),
+        (Action::Repair, _, Some((a, b))) => sim.repair(a, b),
+        (Action::Hold, _, Some((a, b))) => sim.hold(a, b),
+        (Action::Release, _, Some((a, b))) => sim.release(a, b),
+        (Action::Latency, _, Some((a, b))) => {
+            let latency = Duration::from_millis(fault.latency_ms.unwrap_or_default());
+            sim.set_link_latency(a, b, latency);
+        }
+        (Action::Resolve, _, _) => {
+            let addresses = fault.addresses.iter().flatten().filter_map(|a| parse_address(a).ok());
+            if let Some(manual) = manual {
+                manual.update_addresses(addresses.collect());
+            }
+        }
+        // Scenario validation guarantees each action has what it needs.
+        _ => unreachable!("fault {fault:?} passed validation without its host or pair"),
+    }
+}

@@ -1,0 +1,250 @@
+//! The deterministic simulation harness: scenarios from `sims/*.toml` run on turmoil's simulated
+//! network, through the real channel and the real instrumented servers, and are checked
+//! against their expectations.
+//!
+//! - [`scenario`]: the scenario file format (every key documented in README.md).
+//! - `net`: the turmoil connector and listener, and the socket registry (DESIGN §3's hazard).
+//! - `server`: servers as turmoil hosts, one [`ServerRecorder`](crate::server::ServerRecorder)
+//!   per boot.
+//! - `client`: the channel and the workload on the client host; per-RPC outcomes.
+//! - `faults`: the fault schedule (crash, restart, partition, hold, latency, resolver updates).
+//! - [`checks`]: the properties, each reported with what was measured.
+//! - [`trace`]: the event trace with simulated-time stamps, and its stable hash.
+//! - [`report`]: the per-run table and JSON.
+//!
+//! ```no_run
+//! use anchorage::sim::{self, scenario::Scenario};
+//! let scenario = Scenario::load("sims/weighted_round_robin.toml")?;
+//! let report = sim::run(&scenario, 7);
+//! if !report.passed {
+//!     eprintln!("{}", report.failure_line());
+//! }
+//! # Ok::<_, anchorage::sim::scenario::ScenarioError>(())
+//! ```
+//!
+//! # Determinism
+//! The harness chooses every seed: turmoil's (`Builder::rng_seed`, which draws message
+//! latencies) and the channel's (derived from the run's seed), so turmoil never seeds from the
+//! OS. Nothing reads the wall clock; every time is turmoil's simulated time. A run is a function
+//! of (scenario, seed): the same pair gives a byte-identical trace in any process.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::Serialize;
+
+pub mod checks;
+mod client;
+mod faults;
+mod net;
+pub mod report;
+pub mod scenario;
+mod server;
+pub mod trace;
+
+pub use checks::Property;
+pub use client::{Outcome, RpcRecord};
+pub use net::TurmoilConnector;
+
+use crate::balancer::subchannel::lock;
+use crate::resolver::manual::ManualResolver;
+use scenario::{CLIENT_HOST, Scenario, parse_address};
+use trace::Trace;
+
+/// The simulated time each turmoil step advances.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// What one run of one scenario with one seed found.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The scenario's name (its file stem).
+    pub scenario: String,
+    /// The scenario file.
+    pub path: String,
+    /// The seed.
+    pub seed: u64,
+    /// Whether every property held.
+    pub passed: bool,
+    /// Every property checked, with its measurements.
+    pub properties: Vec<Property>,
+    /// RPCs sent, succeeded and failed.
+    pub rpcs: RpcCounts,
+    /// Per server: connections accepted and RPCs served, per connection.
+    pub servers: Vec<report::ServerReport>,
+    /// The observed split of successful RPCs against the expected one, when weights are set.
+    pub split: Option<report::Split>,
+    /// Simulated time at the end of the run, ms.
+    pub sim_time_ms: u64,
+    /// FNV-1a hash of the trace, hex.
+    pub trace_hash: String,
+    /// Number of trace lines.
+    pub trace_lines: usize,
+    /// The command that replays this run.
+    pub replay: String,
+    /// The trace itself (not serialised; print it with `--trace`).
+    #[serde(skip)]
+    pub trace: String,
+}
+
+/// RPC totals of a run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RpcCounts {
+    /// RPCs the workload sent.
+    pub sent: u32,
+    /// Of those, the ones that succeeded.
+    pub ok: u32,
+    /// Of those, the ones that failed.
+    pub failed: u32,
+}
+
+impl RunReport {
+    /// The one line printed for a failing run: what failed, and the command that replays it.
+    pub fn failure_line(&self) -> String {
+        let failed: Vec<String> = self
+            .properties
+            .iter()
+            .filter(|p| !p.passed)
+            .map(|p| format!("{} ({})", p.name, p.measured))
+            .collect();
+        format!(
+            "FAIL {} seed {}: {}; replay: {}",
+            self.scenario,
+            self.seed,
+            failed.join("; "),
+            self.replay
+        )
+    }
+}
+
+/// The command that replays `path` with `seed`.
+pub fn replay_command(path: &str, seed: u64) -> String {
+    format!("cargo run --release -- sim {path} --seed {seed}")
+}
+
+/// The channel's seed for a run: a fixed mix of the run's seed (SplitMix64's finaliser), so the
+/// channel's and the network's random streams differ.
+pub fn channel_seed(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Runs `scenario` once with `seed` and checks its properties.
+///
+/// Runs on the calling thread and blocks until the simulation ends: when the workload is done,
+/// or at the scenario's `time_limit_ms` of simulated time (a failure).
+pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
+    let trace = Trace::new();
+    let limit = Duration::from_millis(scenario.time_limit_ms);
+    let net = &scenario.network;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH)
+        .tick_duration(TICK)
+        // turmoil's own limit only backs ours up.
+        .simulation_duration(limit + Duration::from_secs(1))
+        .min_message_latency(Duration::from_millis(net.min_latency_ms))
+        .max_message_latency(Duration::from_millis(net.max_latency_ms))
+        .build();
+
+    let boots = server::Boots::default();
+    let servers = scenario.server_list();
+    let keepalive = scenario
+        .client
+        .keepalive
+        .enabled
+        .then(|| Duration::from_millis(scenario.client.keepalive.interval_ms));
+    for host in scenario.hosts() {
+        let on_host: Vec<_> = servers.iter().filter(|s| s.host == host).cloned().collect();
+        let software =
+            server::host_software(host.clone(), on_host, keepalive, boots.clone(), trace.clone());
+        sim.host(host.as_str(), software);
+    }
+    let manual = manual_resolver(scenario);
+    let log = client::SharedLog::default();
+    sim.client(
+        CLIENT_HOST,
+        client::run(
+            scenario.clone(),
+            channel_seed(seed),
+            manual.clone(),
+            trace.clone(),
+            log.clone(),
+        ),
+    );
+    for link in &net.links {
+        let [a, b] = &link.between;
+        sim.set_link_latency(a.as_str(), b.as_str(), Duration::from_millis(link.latency_ms));
+    }
+
+    let schedule = faults::schedule(&scenario.faults);
+    let mut pending = schedule.iter().peekable();
+    let mut applied = Vec::new();
+    let mut outcome = checks::Ending::TimedOut;
+    let max_steps = limit.as_millis() / TICK.as_millis() + 1;
+    for _ in 0..max_steps {
+        while let Some(fault) =
+            pending.next_if(|f| u128::from(f.at_ms) <= sim.elapsed().as_millis())
+        {
+            trace.record_at(sim.elapsed(), "faults", fault.describe());
+            faults::apply(&mut sim, fault, manual.as_ref());
+            applied.push(faults::Applied { at: sim.elapsed(), fault: fault.clone() });
+        }
+        match sim.step() {
+            Ok(true) => {
+                outcome = checks::Ending::Finished;
+                break;
+            }
+            Ok(false) => {}
+            Err(error) => {
+                outcome = checks::Ending::Error(error.to_string());
+                break;
+            }
+        }
+    }
+    let end = sim.elapsed();
+    let skipped: Vec<_> = pending.cloned().collect();
+    let boots = boots.all();
+    drop(sim);
+
+    let log = std::mem::take(&mut *lock(&log));
+    let observed = checks::Observed::new(scenario, log, &boots, applied, skipped, outcome, end);
+    let properties = checks::evaluate(&observed);
+    let text = trace.render();
+    let path = scenario.path.display().to_string();
+    RunReport {
+        scenario: scenario.name(),
+        passed: properties.iter().all(|p| p.passed),
+        seed,
+        rpcs: observed.counts(),
+        servers: report::servers(&observed),
+        split: report::split(&observed),
+        properties,
+        sim_time_ms: u64::try_from(end.as_millis()).unwrap_or(u64::MAX),
+        trace_hash: format!("{:016x}", trace::fnv1a(&text)),
+        trace_lines: trace.len(),
+        replay: replay_command(&path, seed),
+        path,
+        trace: text,
+    }
+}
+
+/// The manual resolver for a `manual:` target, primed with `client.manual_addresses`.
+fn manual_resolver(scenario: &Scenario) -> Option<ManualResolver> {
+    let scheme = scenario.client.target.split(':').next()?.to_ascii_lowercase();
+    if scheme != "manual" {
+        return None;
+    }
+    let manual = ManualResolver::new("manual");
+    if let Some(list) = &scenario.client.manual_addresses {
+        manual.update_addresses(list.iter().filter_map(|a| parse_address(a).ok()).collect());
+    }
+    Some(manual)
+}
+
+/// Runs `scenario` with `seed` twice and returns both trace hashes: the determinism self-check.
+pub fn determinism_check(scenario: &Scenario, seed: u64) -> (String, String) {
+    let first = run(scenario, seed);
+    let second = run(scenario, seed);
+    (first.trace_hash, second.trace_hash)
+}

@@ -1,0 +1,563 @@
+//! Scenario files (`sims/*.toml`): what to simulate and what must hold.
+//!
+//! A scenario names its servers (turmoil hosts), the client's target and service config, the
+//! workload, the network, a fault schedule at simulated times and the expectations. Every table
+//! rejects unknown keys, so a misspelt key is an error that names the file and the key, never a
+//! silently ignored setting. README.md's "Simulation scenarios" section documents every key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod validate;
+
+pub use validate::parse_address;
+
+/// Errors loading a scenario file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file cannot be read.
+    #[error("scenario {path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, wrong type, …).
+    #[error("scenario {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the line and the key.
+        message: String,
+    },
+    /// The file parses but is inconsistent (a fault names an unknown host, …).
+    #[error("scenario {path}: {what}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Which part is wrong (`fault 2`, `server "a"`, …).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One scenario, as read from its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// The file it was read from (not a key in the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Seeds that once failed: always run first.
+    #[serde(default)]
+    pub regression_seeds: Vec<u64>,
+    /// The simulated time after which a run that has not finished fails. Default 120 s.
+    #[serde(default = "default_time_limit_ms")]
+    pub time_limit_ms: u64,
+    /// The servers, one turmoil host each unless several name the same `host`.
+    #[serde(rename = "server")]
+    pub servers: Vec<ServerSpec>,
+    /// The client: target, service config, connection settings.
+    pub client: ClientSpec,
+    /// The RPCs the client sends.
+    #[serde(default)]
+    pub workload: Workload,
+    /// Latencies.
+    #[serde(default)]
+    pub network: Network,
+    /// Faults at simulated times, in any order (they are applied in time order).
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+    /// What must hold.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn default_time_limit_ms() -> u64 {
+    120_000
+}
+
+/// A `[[server]]` entry: an instrumented Echo server listening on `0.0.0.0:<port>` of a host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// The server's name, echoed in responses; with `count`, the prefix of `name1..nameN`.
+    pub name: String,
+    /// The turmoil host it runs on. Default: its name.
+    pub host: Option<String>,
+    /// The port it listens on.
+    pub port: u16,
+    /// How many such servers (on hosts `name1..nameN`). Default 1 (just `name`).
+    pub count: Option<u32>,
+}
+
+/// One server after `count` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    /// Its name.
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// The `[client]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The channel's target, such as `pass:///a:9080#2,b:9090#1` or `manual:///x`.
+    pub target: String,
+    /// The default service config (JSON). Default: none, which means pick_first.
+    pub service_config: Option<String>,
+    /// With a `manual:` target: the addresses sent before the channel starts (`"a:9080"`,
+    /// `"a:9080{idx=1}"`). Default: nothing is sent until a `resolve` fault.
+    pub manual_addresses: Option<Vec<String>>,
+    /// The minimum connect timeout, ms. Default 1000.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// HTTP/2 keep-alive; on by default in simulations.
+    #[serde(default)]
+    pub keepalive: KeepAliveSpec,
+    /// Reconnect backoff.
+    #[serde(default)]
+    pub backoff: BackoffSpec,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+
+/// `[client.keepalive]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepAliveSpec {
+    /// Whether keep-alive is on. Default true.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// PING interval, ms. Default 1000.
+    #[serde(default = "default_keepalive_ms")]
+    pub interval_ms: u64,
+    /// PING acknowledgement timeout, ms. Default 1000.
+    #[serde(default = "default_keepalive_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for KeepAliveSpec {
+    fn default() -> Self {
+        Self { enabled: true, interval_ms: 1000, timeout_ms: 1000 }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keepalive_ms() -> u64 {
+    1000
+}
+
+/// `[client.backoff]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    /// First delay, ms. Default 250.
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    /// Growth factor. Default 1.6.
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// Relative jitter. Default 0.2.
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Cap, ms. Default 2000.
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for BackoffSpec {
+    fn default() -> Self {
+        Self { initial_ms: 250, multiplier: 1.6, jitter: 0.2, max_ms: 2000 }
+    }
+}
+
+fn default_initial_ms() -> u64 {
+    250
+}
+fn default_multiplier() -> f64 {
+    1.6
+}
+fn default_jitter() -> f64 {
+    0.2
+}
+fn default_max_ms() -> u64 {
+    2000
+}
+
+/// The `[workload]` table: `concurrency` workers share `rpcs` Echo RPCs; each worker sends one,
+/// waits for its end, pauses `pacing_ms`, and takes the next.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Total RPCs. Default 100.
+    #[serde(default = "default_rpcs")]
+    pub rpcs: u32,
+    /// Concurrent workers. Default 1.
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    /// Per-RPC deadline, ms. Default 1000.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Send every RPC as wait-for-ready. Default false.
+    #[serde(default)]
+    pub wait_for_ready: bool,
+    /// Pause after each RPC, ms. Default 10.
+    #[serde(default = "default_pacing_ms")]
+    pub pacing_ms: u64,
+    /// When the first RPC is sent, ms after the client starts. Default 0.
+    #[serde(default)]
+    pub start_ms: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            rpcs: 100,
+            concurrency: 1,
+            deadline_ms: 1000,
+            wait_for_ready: false,
+            pacing_ms: 10,
+            start_ms: 0,
+        }
+    }
+}
+
+fn default_rpcs() -> u32 {
+    100
+}
+fn one() -> u32 {
+    1
+}
+fn default_deadline_ms() -> u64 {
+    1000
+}
+fn default_pacing_ms() -> u64 {
+    10
+}
+
+/// The `[network]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Least one-way message latency, ms. Default 1.
+    #[serde(default = "one_u64")]
+    pub min_latency_ms: u64,
+    /// Greatest one-way message latency, ms; each message draws from turmoil's seeded RNG.
+    /// Default 5.
+    #[serde(default = "five")]
+    pub max_latency_ms: u64,
+    /// Fixed latencies for particular links.
+    #[serde(default, rename = "link")]
+    pub links: Vec<Link>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Self { min_latency_ms: 1, max_latency_ms: 5, links: Vec::new() }
+    }
+}
+
+fn one_u64() -> u64 {
+    1
+}
+fn five() -> u64 {
+    5
+}
+
+/// A `[[network.link]]`: a fixed latency between two hosts (both directions).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// The two hosts (`"client"` is the client).
+    pub between: [String; 2],
+    /// The latency, ms.
+    pub latency_ms: u64,
+}
+
+/// What a fault does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Stop a host: its sockets close, connects to it hang (turmoil drops them).
+    Crash,
+    /// Start a crashed host again.
+    Restart,
+    /// Crash and restart at once.
+    Bounce,
+    /// Drop every message between two hosts (or one way with `oneway`).
+    Partition,
+    /// Undo a partition.
+    Repair,
+    /// Hold messages between two hosts until released.
+    Hold,
+    /// Deliver held messages.
+    Release,
+    /// Set a fixed latency between two hosts.
+    Latency,
+    /// Push a new address list through the manual resolver.
+    Resolve,
+}
+
+/// A `[[fault]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// When, in simulated ms from the start.
+    pub at_ms: u64,
+    /// What.
+    pub action: Action,
+    /// The host, for `crash`, `restart` and `bounce`.
+    pub host: Option<String>,
+    /// The two hosts, for `partition`, `repair`, `hold`, `release` and `latency`.
+    pub between: Option<[String; 2]>,
+    /// For `partition` and `repair`: only the direction from `between[0]` to `between[1]`.
+    #[serde(default)]
+    pub oneway: bool,
+    /// For `latency`: the new latency, ms.
+    pub latency_ms: Option<u64>,
+    /// For `resolve`: the new address list (same syntax as `client.manual_addresses`).
+    pub addresses: Option<Vec<String>>,
+}
+
+impl Fault {
+    /// Whether this fault takes something away (a crash, a partition, a hold) rather than
+    /// giving it back.
+    pub fn is_disruption(&self) -> bool {
+        matches!(self.action, Action::Crash | Action::Partition | Action::Hold | Action::Bounce)
+    }
+
+    /// Whether this fault heals an earlier one.
+    pub fn is_heal(&self) -> bool {
+        matches!(self.action, Action::Restart | Action::Repair | Action::Release | Action::Bounce)
+    }
+
+    /// The hosts it touches.
+    pub fn hosts(&self) -> Vec<&str> {
+        let mut hosts: Vec<&str> = self.host.iter().map(String::as_str).collect();
+        hosts.extend(self.between.iter().flat_map(|b| b.iter().map(String::as_str)));
+        hosts
+    }
+
+    /// One line saying what it does, for traces and reports.
+    pub fn describe(&self) -> String {
+        let what = match self.action {
+            Action::Crash => "crash",
+            Action::Restart => "restart",
+            Action::Bounce => "bounce",
+            Action::Partition => "partition",
+            Action::Repair => "repair",
+            Action::Hold => "hold",
+            Action::Release => "release",
+            Action::Latency => "latency",
+            Action::Resolve => "resolve",
+        };
+        let mut line = what.to_owned();
+        if let Some(host) = &self.host {
+            line.push_str(&format!(" {host}"));
+        }
+        if let Some([a, b]) = &self.between {
+            let arrow = if self.oneway { "->" } else { "<->" };
+            line.push_str(&format!(" {a}{arrow}{b}"));
+        }
+        if let Some(ms) = self.latency_ms {
+            line.push_str(&format!(" {ms}ms"));
+        }
+        if let Some(addresses) = &self.addresses {
+            line.push_str(&format!(" [{}]", addresses.join(", ")));
+        }
+        line
+    }
+}
+
+/// The `[expect]` table: each key present turns on one property check.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The policy the channel must behave as: `pick_first` (never more than one connection
+    /// open) or `round_robin` (a connection per distinct address, all open at once).
+    pub policy: Option<String>,
+    /// Connections accepted per server over the whole run, exactly.
+    pub connections: Option<BTreeMap<String, u64>>,
+    /// Connections accepted by all servers together, exactly.
+    pub total_connections: Option<u64>,
+    /// Subchannels the channel created, exactly (dedup: equal addresses share one).
+    pub subchannels: Option<u64>,
+    /// Expected share of successful RPCs per server (any non-negative numbers; normalised),
+    /// over the run when there are no faults, else from `settle_ms` after the last one; also
+    /// what `recovery_within_ms` checks against.
+    pub weights: Option<BTreeMap<String, f64>>,
+    /// The split is measured over RPCs that start this long after the last fault (latency
+    /// changes aside). Default 0.
+    pub settle_ms: Option<u64>,
+    /// Allowed absolute difference between observed and expected shares. Default 0.05.
+    pub tolerance: Option<f64>,
+    /// After each crash or partition, every successful RPC that starts this long after it goes
+    /// to a server the fault did not touch (until it heals).
+    pub failover_within_ms: Option<u64>,
+    /// After each heal, RPCs that start this long after it split per `weights` again.
+    pub recovery_within_ms: Option<u64>,
+    /// Failed RPCs allowed per fault (those ending between it and the next fault).
+    pub lost_per_fault: Option<u64>,
+    /// Failed RPCs allowed in the whole run. Default 0 when no other failure expectation is set.
+    pub max_failed: Option<u64>,
+    /// Every RPC must fail, with this code (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …).
+    pub all_fail_with: Option<String>,
+    /// … and with a message containing this text.
+    pub fail_message_contains: Option<String>,
+    /// After the last heal, every RPC that starts this long after it succeeds, and one does.
+    pub liveness_within_ms: Option<u64>,
+    /// The channel's state when the workload ends (`READY`, `TRANSIENT_FAILURE`, …).
+    pub final_state: Option<String>,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Read`], [`ScenarioError::Parse`] (naming the line and key) or
+    /// [`ScenarioError::Invalid`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ScenarioError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ScenarioError::Read { path: path.to_owned(), source })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates scenario text; `path` names it in errors and replay commands.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Parse`] or [`ScenarioError::Invalid`].
+    pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<Self, ScenarioError> {
+        let path = path.as_ref().to_owned();
+        let mut scenario: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Parse { path: path.clone(), message: e.to_string() })?;
+        scenario.path = path;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// The scenario's name: its file name without `.toml`.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+    }
+
+    /// The servers with `count` expanded, in file order.
+    pub fn server_list(&self) -> Vec<Server> {
+        let mut servers = Vec::new();
+        for spec in &self.servers {
+            match spec.count {
+                None | Some(1) => servers.push(Server {
+                    name: spec.name.clone(),
+                    host: spec.host.clone().unwrap_or_else(|| spec.name.clone()),
+                    port: spec.port,
+                }),
+                Some(n) => servers.extend((1..=n).map(|i| {
+                    let name = format!("{}{i}", spec.name);
+                    Server { host: name.clone(), name, port: spec.port }
+                })),
+            }
+        }
+        servers
+    }
+
+    /// The distinct server hosts, in first-mention order.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for server in self.server_list() {
+            if !hosts.contains(&server.host) {
+                hosts.push(server.host);
+            }
+        }
+        hosts
+    }
+}
+
+/// The turmoil host name of the client.
+pub const CLIENT_HOST: &str = "client";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Address;
+
+    const MINIMAL: &str = r#"
+        [[server]]
+        name = "a"
+        port = 9080
+        [client]
+        target = "pass:///a:9080"
+    "#;
+
+    #[test]
+    fn a_minimal_scenario_parses_with_documented_defaults() {
+        let s = Scenario::parse("x.toml", MINIMAL).unwrap();
+        assert_eq!(s.workload.rpcs, 100);
+        assert_eq!(s.client.connect_timeout_ms, 1000);
+        assert!(s.client.keepalive.enabled, "keep-alive must be on by default in simulations");
+        assert_eq!(s.name(), "x");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_the_file_and_the_key() {
+        let text = format!("{MINIMAL}\n[workload]\nrcps = 3\n");
+        let err = Scenario::parse("sims/typo.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("sims/typo.toml"), "the error must name the file: {err}");
+        assert!(err.contains("rcps"), "the error must name the unknown key: {err}");
+    }
+
+    #[test]
+    fn a_fault_on_an_unknown_host_is_an_error() {
+        let text = format!("{MINIMAL}\n[[fault]]\nat_ms = 5\naction = \"crash\"\nhost = \"zz\"\n");
+        let err = Scenario::parse("s.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("fault 1") && err.contains("\"zz\""), "{err}");
+    }
+
+    #[test]
+    fn count_expands_servers_onto_their_own_hosts() {
+        let text = r#"
+            [[server]]
+            name = "s"
+            port = 1
+            count = 3
+            [client]
+            target = "pass:///s1:1"
+        "#;
+        let s = Scenario::parse("c.toml", text).unwrap();
+        let names: Vec<_> = s.server_list().into_iter().map(|s| (s.name, s.host)).collect();
+        assert_eq!(
+            names,
+            [("s1".into(), "s1".into()), ("s2".into(), "s2".into()), ("s3".into(), "s3".into())]
+        );
+    }
+
+    #[test]
+    fn addresses_parse_with_and_without_attributes() {
+        assert_eq!(parse_address("a:1").unwrap(), Address::new("a:1"));
+        assert_eq!(
+            parse_address("a:1{idx=2}").unwrap(),
+            Address::new("a:1").with_connection_index(2)
+        );
+        assert_eq!(
+            parse_address("a:1{zone=\"x\"}").unwrap(),
+            Address::new("a:1").with_attribute("zone", "x")
+        );
+        assert!(parse_address("a:1{idx=2").is_err());
+        assert!(parse_address("nope").is_err());
+    }
+}

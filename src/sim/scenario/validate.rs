@@ -1,0 +1,154 @@
+//! Checks that a parsed scenario is consistent: server names and ports, hosts named by links and
+//! faults, what each fault action needs, addresses, and the servers `[expect]` names.
+
+use super::{Action, CLIENT_HOST, Fault, Scenario, ScenarioError};
+use crate::address::{Address, AttributeValue};
+
+impl Scenario {
+    fn invalid(&self, what: impl Into<String>, reason: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { path: self.path.clone(), what: what.into(), reason: reason.into() }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), ScenarioError> {
+        let servers = self.server_list();
+        if servers.is_empty() {
+            return Err(self.invalid("server", "at least one [[server]] is needed"));
+        }
+        let mut names = Vec::new();
+        for server in &servers {
+            if server.host == CLIENT_HOST {
+                return Err(self.invalid(
+                    format!("server {:?}", server.name),
+                    "the host name \"client\" is the client's",
+                ));
+            }
+            if names.contains(&&server.name) {
+                return Err(self.invalid(format!("server {:?}", server.name), "named twice"));
+            }
+            names.push(&server.name);
+            let clash = servers.iter().filter(|s| s.host == server.host && s.port == server.port);
+            if clash.count() > 1 {
+                return Err(self.invalid(
+                    format!("server {:?}", server.name),
+                    format!("{}:{} is used twice", server.host, server.port),
+                ));
+            }
+        }
+        let hosts = self.hosts();
+        let known = |h: &str| h == CLIENT_HOST || hosts.iter().any(|k| k == h);
+        let w = &self.workload;
+        if w.concurrency == 0 || w.rpcs == 0 {
+            return Err(self.invalid("workload", "rpcs and concurrency must be at least 1"));
+        }
+        if self.network.min_latency_ms > self.network.max_latency_ms {
+            return Err(self.invalid("network", "min_latency_ms is above max_latency_ms"));
+        }
+        for (i, link) in self.network.links.iter().enumerate() {
+            if let Some(h) = link.between.iter().find(|h| !known(h)) {
+                return Err(self.invalid(format!("network.link {}", i + 1), unknown_host(h)));
+            }
+        }
+        if let Some(list) = &self.client.manual_addresses {
+            self.check_addresses("client.manual_addresses", list)?;
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            self.validate_fault(i + 1, fault, &known)?;
+        }
+        let expected = self.expect.connections.iter().flat_map(|m| m.keys());
+        let weighted = self.expect.weights.iter().flat_map(|m| m.keys());
+        if let Some(name) = expected.chain(weighted).find(|n| !names.contains(n)) {
+            return Err(self.invalid("expect", format!("no server is named {name:?}")));
+        }
+        Ok(())
+    }
+
+    fn validate_fault(
+        &self,
+        number: usize,
+        fault: &Fault,
+        known: &dyn Fn(&str) -> bool,
+    ) -> Result<(), ScenarioError> {
+        let what = format!("fault {number} ({})", fault.describe());
+        let needs_host = matches!(fault.action, Action::Crash | Action::Restart | Action::Bounce);
+        let needs_pair = matches!(
+            fault.action,
+            Action::Partition | Action::Repair | Action::Hold | Action::Release | Action::Latency
+        );
+        match (&fault.host, needs_host) {
+            (None, true) => return Err(self.invalid(what, "needs `host`")),
+            (Some(_), false) => return Err(self.invalid(what, "takes no `host`")),
+            (Some(h), true) if h == CLIENT_HOST || !known(h) => {
+                return Err(self.invalid(what, unknown_host(h)));
+            }
+            _ => {}
+        }
+        match (&fault.between, needs_pair) {
+            (None, true) => return Err(self.invalid(what, "needs `between = [a, b]`")),
+            (Some(_), false) => return Err(self.invalid(what, "takes no `between`")),
+            (Some(pair), true) => {
+                if let Some(h) = pair.iter().find(|h| !known(h)) {
+                    return Err(self.invalid(what, unknown_host(h)));
+                }
+            }
+            _ => {}
+        }
+        if fault.oneway && !matches!(fault.action, Action::Partition | Action::Repair) {
+            return Err(self.invalid(what, "`oneway` applies to partition and repair only"));
+        }
+        if (fault.action == Action::Latency) != fault.latency_ms.is_some() {
+            return Err(self.invalid(what, "`latency_ms` goes with action = \"latency\" only"));
+        }
+        match (&fault.addresses, fault.action == Action::Resolve) {
+            (None, true) => Err(self.invalid(what, "needs `addresses`")),
+            (Some(_), false) => Err(self.invalid(what, "`addresses` goes with resolve only")),
+            (Some(list), true) => {
+                if !self.client.target.to_ascii_lowercase().starts_with("manual:") {
+                    return Err(self.invalid(what, "resolve needs a manual:/// target"));
+                }
+                self.check_addresses(&what, list)
+            }
+            (None, false) => Ok(()),
+        }
+    }
+
+    fn check_addresses(&self, what: &str, list: &[String]) -> Result<(), ScenarioError> {
+        for item in list {
+            parse_address(item).map_err(|reason| self.invalid(what, reason))?;
+        }
+        Ok(())
+    }
+}
+
+fn unknown_host(host: &str) -> String {
+    format!("no host is named {host:?} (hosts are the servers' hosts and \"client\")")
+}
+
+/// Parses `host:port` or `host:port{key=value,...}` (the form addresses print in), where a value
+/// is an integer or a (possibly quoted) string.
+///
+/// # Errors
+/// A message saying what is wrong with `text`.
+pub fn parse_address(text: &str) -> Result<Address, String> {
+    let (addr, attributes) = match text.split_once('{') {
+        None => (text, None),
+        Some((addr, rest)) => match rest.strip_suffix('}') {
+            Some(inner) => (addr, Some(inner)),
+            None => return Err(format!("address {text:?}: unclosed '{{'")),
+        },
+    };
+    if addr.is_empty() || !addr.contains(':') || addr.contains(char::is_whitespace) {
+        return Err(format!("address {text:?}: write host:port"));
+    }
+    let mut address = Address::new(addr);
+    for pair in attributes.iter().flat_map(|a| a.split(',')).filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(format!("address {text:?}: attribute {pair:?} is not key=value"));
+        };
+        let value = match value.parse::<i64>() {
+            Ok(n) => AttributeValue::Int(n),
+            Err(_) => AttributeValue::Str(value.trim_matches('"').to_owned()),
+        };
+        address = address.with_attribute(key, value);
+    }
+    Ok(address)
+}

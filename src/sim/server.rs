@@ -1,0 +1,114 @@
+//! Servers as turmoil hosts: each host runs the instrumented Echo servers that name it, bound to
+//! `0.0.0.0:<port>`, with a fresh [`ServerRecorder`] per boot.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use turmoil::net::TcpListener;
+
+use super::net::{RegisteredListener, SocketRegistry};
+use super::scenario::Server;
+use super::trace::{self, Trace};
+use crate::balancer::subchannel::lock;
+use crate::server::{InstrumentedServer, ServerRecorder, ServerStats};
+
+/// One boot of one server: when it started (simulated time) and what it recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct Incarnation {
+    pub(crate) server: String,
+    pub(crate) boot: u32,
+    pub(crate) started: Duration,
+    pub(crate) recorder: ServerRecorder,
+}
+
+impl Incarnation {
+    /// The record so far.
+    pub(crate) fn stats(&self) -> ServerStats {
+        self.recorder.stats()
+    }
+
+    /// How connection `id` of this boot is named in reports: `a#c0`, or `a@1#c0` after a restart.
+    pub(crate) fn label(&self, id: u64) -> String {
+        if self.boot == 0 {
+            format!("{}#c{id}", self.server)
+        } else {
+            format!("{}@{}#c{id}", self.server, self.boot)
+        }
+    }
+}
+
+/// Every boot of every server, in boot order.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Boots(Arc<Mutex<Vec<Incarnation>>>);
+
+impl Boots {
+    fn push(&self, server: &str, started: Duration, recorder: ServerRecorder) -> u32 {
+        let mut boots = lock(&self.0);
+        let boot = boots.iter().filter(|b| b.server == server).count() as u32;
+        boots.push(Incarnation { server: server.to_owned(), boot, started, recorder });
+        boot
+    }
+
+    /// A copy of the list.
+    pub(crate) fn all(&self) -> Vec<Incarnation> {
+        lock(&self.0).clone()
+    }
+}
+
+type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
+
+/// The software of host `host`: what turmoil starts at first and again on every restart.
+pub(crate) fn host_software(
+    host: String,
+    servers: Vec<Server>,
+    keepalive: Option<Duration>,
+    boots: Boots,
+    trace: Trace,
+) -> impl Fn() -> Software {
+    move || {
+        let (host, servers, boots, trace) =
+            (host.clone(), servers.clone(), boots.clone(), trace.clone());
+        Box::pin(boot(host, servers, keepalive, boots, trace))
+    }
+}
+
+async fn boot(
+    host: String,
+    servers: Vec<Server>,
+    keepalive: Option<Duration>,
+    boots: Boots,
+    trace: Trace,
+) -> turmoil::Result {
+    // Created here, inside the host, so the recorder's time zero is this boot's simulated time.
+    let registry = SocketRegistry::start(&host, trace.clone());
+    let mut serving = Vec::new();
+    for server in servers {
+        let listener = TcpListener::bind(("0.0.0.0", server.port)).await?;
+        let recorder = ServerRecorder::new(server.name.clone());
+        let boot = boots.push(&server.name, trace::now(), recorder.clone());
+        trace.record(&server.name, format!("boot {boot}: listening on {host}:{}", server.port));
+        let listener = RegisteredListener {
+            listener,
+            registry: registry.clone(),
+            server: server.name.clone(),
+            trace: trace.clone(),
+            accepted: Mutex::new(0),
+        };
+        let mut instrumented = InstrumentedServer::new(recorder);
+        if let Some(interval) = keepalive {
+            instrumented = instrumented.http2_keepalive(interval, interval);
+        }
+        let name = server.name;
+        serving.push(tokio::task::spawn_local(async move {
+            if let Err(error) = instrumented.serve(listener, std::future::pending()).await {
+                tracing::warn!(server = %name, %error, "simulated server stopped");
+            }
+        }));
+    }
+    for task in serving {
+        task.await?;
+    }
+    Ok(())
+}

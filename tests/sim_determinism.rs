@@ -1,0 +1,107 @@
+//! The simulation is a function of (scenario, seed): the same pair gives a byte-identical trace,
+//! within one process and across processes; other seeds (with random latency) give other traces;
+//! and a failing run says how to replay it.
+
+use std::process::Command;
+
+use anchorage::sim::{self, scenario::Scenario};
+
+fn load(file: &str) -> Scenario {
+    Scenario::load(format!("sims/{file}.toml")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_trace() {
+    let scenario = load("crash_restart_weighted");
+    let first = sim::run(&scenario, 11);
+    let second = sim::run(&scenario, 11);
+    assert!(first.trace.lines().count() > 100, "the trace must record the run");
+    assert_eq!(first.trace, second.trace, "the same seed must give a byte-identical trace");
+    assert_eq!(first.trace_hash, second.trace_hash);
+}
+
+#[test]
+fn different_seeds_with_random_latency_give_different_traces() {
+    let scenario = load("crash_restart_weighted");
+    assert!(
+        scenario.network.min_latency_ms < scenario.network.max_latency_ms,
+        "the scenario must draw latencies at random"
+    );
+    let traces: Vec<String> = (0..4).map(|seed| sim::run(&scenario, seed).trace).collect();
+    for (i, a) in traces.iter().enumerate() {
+        for b in &traces[i + 1..] {
+            assert_ne!(a, b, "different seeds must give different traces");
+        }
+    }
+}
+
+/// Regression: RPCs queued while the channel was connecting woke, when the first picker
+/// arrived, in an order drawn from tokio's unseeded thread RNG (tokio's `watch` spreads its
+/// waiters over eight queues at random), so which subchannel each of three concurrent RPCs
+/// picked changed from run to run with the same seed.
+#[test]
+fn concurrent_rpcs_queued_for_the_first_picker_pick_the_same_subchannels_every_run() {
+    let scenario = load("weighted_round_robin");
+    assert!(scenario.workload.concurrency > 1, "the scenario must queue concurrent RPCs");
+    for seed in 0..4 {
+        let first = sim::run(&scenario, seed);
+        for _ in 0..3 {
+            let again = sim::run(&scenario, seed);
+            assert_eq!(
+                first.trace, again.trace,
+                "seed {seed}: the same seed must give a byte-identical trace"
+            );
+        }
+    }
+}
+
+fn anchorage(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(args)
+        .output()
+        .expect("the anchorage binary runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[test]
+fn two_processes_print_the_same_trace_for_the_same_seed() {
+    let args = ["sim", "sims/restart_storm.toml", "--seed", "5", "--trace"];
+    let (ok_first, first) = anchorage(&args);
+    let (ok_second, second) = anchorage(&args);
+    assert!(ok_first && ok_second, "the run must pass:\n{first}");
+    assert!(first.contains("-- trace of restart_storm seed 5"), "--trace must print the trace");
+    assert_eq!(first, second, "two processes must print byte-identical reports and traces");
+}
+
+#[test]
+fn a_broken_expectation_fails_with_the_replay_command() {
+    let mut scenario = load("weighted_round_robin");
+    scenario.expect.connections = Some([("a".to_owned(), 3), ("b".to_owned(), 1)].into());
+    let report = sim::run(&scenario, 5);
+    assert!(!report.passed, "a wrong connection count must fail the run");
+    let line = report.failure_line();
+    assert!(
+        line.contains("cargo run --release -- sim sims/weighted_round_robin.toml --seed 5"),
+        "the failure must carry the exact replay command: {line}"
+    );
+    assert!(
+        line.contains("connections (a=2 (want 3)"),
+        "the failure must say what was measured: {line}"
+    );
+}
+
+#[test]
+fn the_cli_exits_nonzero_and_prints_one_replay_line_per_failing_run() {
+    let text = std::fs::read_to_string("sims/weighted_round_robin.toml").unwrap();
+    let broken = text.replace("connections = { a = 2, b = 1 }", "connections = { a = 3, b = 1 }");
+    assert_ne!(text, broken, "the scenario must state its connection counts");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("broken_expectation.toml");
+    std::fs::write(&path, broken).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let (ok, stdout) = anchorage(&["sim", &path, "--seeds", "0..2"]);
+    assert!(!ok, "a failing run must make the exit status non-zero");
+    let replay: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("replay: cargo run --release -- sim")).collect();
+    assert_eq!(replay.len(), 2, "one replay line per failing run:\n{stdout}");
+    assert!(replay[0].contains(&format!("sim {path} --seed 0")), "{}", replay[0]);
+}
