@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anchorage::sim::{self, RunReport, scenario::Scenario};
+use anchorage::audit::subjects;
+use anchorage::sim::{self, RunOptions, RunReport, scenario::Scenario};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Seeds run per scenario when neither `--seed` nor `--seeds` is given.
@@ -37,6 +38,10 @@ pub(crate) struct Args {
     /// Simulations run in parallel. Default: the number of CPUs.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Run the scenarios with this shipped audit subject's resolver (see `anchorage audit`)
+    /// in place of the built-in one for its scheme.
+    #[arg(long, value_name = "NAME")]
+    subject: Option<String>,
     /// Also print, per scenario, wall time, simulated seconds per wall second and RPCs per
     /// wall second (to stderr).
     #[arg(long)]
@@ -85,9 +90,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         }
     }
+    let options = match &args.subject {
+        None => RunOptions::default(),
+        Some(name) => match subjects::shipped().into_iter().find(|s| &s.name == name) {
+            Some(subject) => {
+                RunOptions { resolver: Some(subject.builder), subject: Some(subject.name) }
+            }
+            None => {
+                let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
+                eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));
+                return ExitCode::from(2);
+            }
+        },
+    };
     let jobs = plan(&scenarios, &args);
     let started = Instant::now();
-    let (reports, wall) = execute(&scenarios, &jobs, &args);
+    let (reports, wall) = execute(&scenarios, &jobs, &args, &options);
     print(&scenarios, &jobs, &reports, &args);
     if args.timing {
         print_timing(&scenarios, &jobs, &reports, &wall, started.elapsed());
@@ -121,7 +139,12 @@ fn plan(scenarios: &[Scenario], args: &Args) -> Vec<Job> {
 }
 
 /// Runs every job on `--jobs` threads; returns the reports and wall times in job order.
-fn execute(scenarios: &[Scenario], jobs: &[Job], args: &Args) -> (Vec<RunReport>, Vec<Duration>) {
+fn execute(
+    scenarios: &[Scenario],
+    jobs: &[Job],
+    args: &Args,
+    options: &RunOptions,
+) -> (Vec<RunReport>, Vec<Duration>) {
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -147,7 +170,7 @@ fn execute(scenarios: &[Scenario], jobs: &[Job], args: &Args) -> (Vec<RunReport>
                     let scenario = &scenarios[job.scenario];
                     bar.set_message(format!("{} seed {}", scenario.name(), job.seed));
                     let wall = Instant::now();
-                    let report = sim::run(scenario, job.seed);
+                    let report = sim::run_with(scenario, job.seed, options);
                     let wall = wall.elapsed();
                     results.lock().unwrap_or_else(|p| p.into_inner()).insert(i, (report, wall));
                     bar.inc(1);

@@ -178,6 +178,22 @@ pub trait ResolverBuilder: Send + Sync + fmt::Debug {
     ) -> Result<Box<dyn Resolver>, ResolverError>;
 }
 
+/// A shared builder builds like the builder it shares, so `Arc<dyn ResolverBuilder>` can be
+/// registered wherever a builder is taken.
+impl<T: ResolverBuilder + ?Sized> ResolverBuilder for Arc<T> {
+    fn scheme(&self) -> &str {
+        (**self).scheme()
+    }
+
+    fn build(
+        &self,
+        target: &Target,
+        updates: UpdateSink,
+    ) -> Result<Box<dyn Resolver>, ResolverError> {
+        (**self).build(target, updates)
+    }
+}
+
 /// Resolver builders by scheme.
 #[derive(Debug, Clone)]
 pub struct Registry {

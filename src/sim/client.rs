@@ -15,6 +15,7 @@ use crate::balancer::subchannel::{BackoffConfig, KeepAlive, lock};
 use crate::channel::{Channel, ChannelEvent, ServedBy, WaitForReady};
 use crate::pb::EchoRequest;
 use crate::pb::echo_client::EchoClient;
+use crate::resolver::ResolverBuilder;
 use crate::resolver::manual::ManualResolver;
 
 /// How one RPC ended.
@@ -83,10 +84,11 @@ pub(crate) async fn run(
     scenario: Scenario,
     channel_seed: u64,
     manual: Option<ManualResolver>,
+    resolver: Option<Arc<dyn ResolverBuilder>>,
     trace: Trace,
     log: SharedLog,
 ) -> turmoil::Result {
-    let channel = match build_channel(&scenario, channel_seed, manual, &trace, &log) {
+    let channel = match build_channel(&scenario, channel_seed, manual, resolver, &trace, &log) {
         Ok(channel) => channel,
         Err(error) => {
             trace.record("client", format!("channel failed to build: {error}"));
@@ -133,6 +135,7 @@ fn build_channel(
     scenario: &Scenario,
     seed: u64,
     manual: Option<ManualResolver>,
+    resolver: Option<Arc<dyn ResolverBuilder>>,
     trace: &Trace,
     log: &SharedLog,
 ) -> Result<Channel, String> {
@@ -160,6 +163,9 @@ fn build_channel(
     }
     if let Some(manual) = manual {
         builder = builder.resolver(manual);
+    }
+    if let Some(resolver) = resolver {
+        builder = builder.resolver(resolver);
     }
     let (trace, log) = (trace.clone(), log.clone());
     builder = builder.on_event(move |event| {

@@ -28,6 +28,7 @@
 //! OS. Nothing reads the wall clock; every time is turmoil's simulated time. A run is a function
 //! of (scenario, seed): the same pair gives a byte-identical trace in any process.
 
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -46,6 +47,7 @@ pub use client::{Outcome, RpcRecord};
 pub use net::TurmoilConnector;
 
 use crate::balancer::subchannel::lock;
+use crate::resolver::ResolverBuilder;
 use crate::resolver::manual::ManualResolver;
 use scenario::{CLIENT_HOST, Scenario, parse_address};
 use trace::Trace;
@@ -129,11 +131,26 @@ pub fn channel_seed(seed: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What a run may change beyond its scenario and seed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// A resolver builder registered on the client's channel for its scheme, replacing the
+    /// built-in one: how the audit runs scenarios against another resolver.
+    pub resolver: Option<Arc<dyn ResolverBuilder>>,
+    /// The name of that resolver as `anchorage sim --subject` takes it, for the replay line.
+    pub subject: Option<String>,
+}
+
 /// Runs `scenario` once with `seed` and checks its properties.
 ///
 /// Runs on the calling thread and blocks until the simulation ends: when the workload is done,
 /// or at the scenario's `time_limit_ms` of simulated time (a failure).
 pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
+    run_with(scenario, seed, &RunOptions::default())
+}
+
+/// [`run`] with [`RunOptions`].
+pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunReport {
     let trace = Trace::new();
     let limit = Duration::from_millis(scenario.time_limit_ms);
     let net = &scenario.network;
@@ -168,6 +185,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
             scenario.clone(),
             channel_seed(seed),
             manual.clone(),
+            options.resolver.clone(),
             trace.clone(),
             log.clone(),
         ),
@@ -223,7 +241,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
         sim_time_ms: u64::try_from(end.as_millis()).unwrap_or(u64::MAX),
         trace_hash: format!("{:016x}", trace::fnv1a(&text)),
         trace_lines: trace.len(),
-        replay: replay_command(&path, seed),
+        replay: match &options.subject {
+            Some(subject) => format!("{} --subject {subject}", replay_command(&path, seed)),
+            None => replay_command(&path, seed),
+        },
         path,
         trace: text,
     }
