@@ -13,6 +13,8 @@
 //! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
 //! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
 //! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
+//! - [`etcd`]: a thin etcd v3 client over the channel, etcd's Go naming format, and an
+//!   in-memory etcd server for tests and simulations.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod anchor;
 pub mod balancer;
 pub mod channel;
 pub mod connector;
+pub mod etcd;
 pub mod resolver;
 pub mod server;
 pub mod service_config;
