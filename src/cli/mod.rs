@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod probe;
+mod register;
 mod serve;
 mod sim;
 mod target;
@@ -27,6 +28,8 @@ enum Command {
     Sim(sim::Args),
     /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
     Serve(serve::Args),
+    /// Register an address in etcd under a kept-alive lease until Ctrl-C; then revoke it.
+    Register(register::Args),
 }
 
 impl Cli {
@@ -37,6 +40,7 @@ impl Cli {
             Command::Probe(args) => probe::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Serve(args) => serve::run(args),
+            Command::Register(args) => register::run(args),
         }
     }
 }

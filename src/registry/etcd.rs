@@ -204,7 +204,7 @@ impl EtcdRegistrar {
         let (state_tx, state) = watch::channel(RegistrationState::Registered { lease: lease.id });
         let client = keeper.client.clone();
         let task = tokio::spawn(keeper.run(lease, state_tx));
-        Ok(Registration { key, client, state, task })
+        Ok(Registration { key, ttl: lease.ttl, client, state, task })
     }
 }
 
@@ -213,6 +213,7 @@ impl EtcdRegistrar {
 #[derive(Debug)]
 pub struct Registration {
     key: String,
+    ttl: i64,
     client: EtcdClient,
     state: watch::Receiver<RegistrationState>,
     task: JoinHandle<()>,
@@ -222,6 +223,19 @@ impl Registration {
     /// The key written: `<service>/<addr>`.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The time-to-live etcd granted the first lease, in seconds (it may exceed the request).
+    pub fn granted_ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    /// The lease the key is written under, or `None` while registering again after losing it.
+    pub fn lease(&self) -> Option<i64> {
+        match &*self.state.borrow() {
+            RegistrationState::Registered { lease } => Some(*lease),
+            RegistrationState::Retrying { lease, .. } => *lease,
+        }
     }
 
     /// Where the registration stands now.
@@ -242,11 +256,7 @@ impl Registration {
     /// expires.
     pub async fn deregister(self) -> Result<(), RegistryError> {
         self.task.abort();
-        let lease = match self.state() {
-            RegistrationState::Registered { lease } => Some(lease),
-            RegistrationState::Retrying { lease, .. } => lease,
-        };
-        let Some(lease) = lease else { return Ok(()) };
+        let Some(lease) = self.lease() else { return Ok(()) };
         match self.client.revoke(lease).await {
             Ok(()) => {}
             Err(EtcdError::Rpc { status, .. }) if status.code() == tonic::Code::NotFound => {}
