@@ -416,3 +416,67 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::etcd::memory::MemoryEtcd;
+
+    fn parse(target: &str) -> Target {
+        Target::parse(target, |s| s == "etcd").unwrap()
+    }
+
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        waited.await.unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    #[tokio::test]
+    async fn targets_with_a_bad_service_or_bad_endpoints_are_refused_at_build() {
+        let builder = EtcdBuilder::default();
+        let build = |target: &str| {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            builder.build(&parse(target), UpdateSink::new(tx)).map(|_| ()).unwrap_err()
+        };
+        assert!(matches!(build("etcd:///#3"), ResolverError::EtcdService(_)));
+        assert!(matches!(build("etcd:///svc#0"), ResolverError::EtcdService(_)));
+        assert!(matches!(build("etcd://a:1#2/svc"), ResolverError::EtcdEndpoints(_)));
+        assert!(matches!(build("etcd://a/svc"), ResolverError::EtcdEndpoints(_)));
+    }
+
+    #[tokio::test]
+    async fn resolve_now_rereads_at_most_once_per_interval() {
+        let etcd = MemoryEtcd::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoints: Endpoints = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let server = tokio::spawn(etcd.serve(listener, std::future::pending()));
+        let interval = Duration::from_millis(300);
+        let builder = EtcdBuilder::new(EtcdClientBuilder::default().endpoints(endpoints))
+            .min_resolve_interval(interval);
+        let stats = builder.stats();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        let mut resolver = builder.build(&parse("etcd:///svc"), UpdateSink::new(tx)).unwrap();
+        rx.recv().await.unwrap().expect("an empty service resolves to no addresses");
+        wait_until("the watch is created", || stats.snapshot().watches == 1).await;
+
+        for _ in 0..5 {
+            resolver.resolve_now();
+        }
+        wait_until("a second read", || stats.snapshot().reads == 2).await;
+        assert!(
+            started.elapsed() >= interval,
+            "a re-read must wait until the interval after the previous read has passed"
+        );
+        tokio::time::sleep(interval * 2).await;
+        assert_eq!(stats.snapshot().reads, 2, "five requests within one interval make one read");
+        drop(resolver);
+        server.abort();
+    }
+}
