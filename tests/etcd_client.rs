@@ -2,6 +2,7 @@
 //! in-memory etcd: the same case bodies run on both, so what the in-memory etcd answers —
 //! revisions, watches, compaction, leases, transactions, error codes — is what etcd answers.
 
+#[macro_use]
 mod etcd_cases;
 
 use std::time::Duration;
@@ -183,30 +184,6 @@ async fn the_client_fails_over_to_the_next_endpoint(etcd: Etcd) {
 
 fn free_loopback_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod memory_etcd {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(Etcd::memory().await).await;
-                }
-            )*
-        }
-        mod live_etcd {
-            use super::*;
-            $(
-                #[tokio::test]
-                #[ignore = "needs etcd: apt-get install etcd-server"]
-                async fn $case() {
-                    super::$case(Etcd::live().await).await;
-                }
-            )*
-        }
-    };
 }
 
 both!(

@@ -1,6 +1,7 @@
 //! Registration in etcd against a real etcd (ignored unless etcd is installed) and against the
 //! in-memory etcd, with the same case bodies; restarts of etcd use the in-memory etcd only.
 
+#[macro_use]
 mod etcd_cases;
 
 use std::time::Duration;
@@ -104,30 +105,6 @@ async fn registration_fails_when_etcd_cannot_be_reached() {
     assert!(matches!(err, RegistryError::Etcd { .. }), "got {err:?}");
 }
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod memory_etcd {
-            use super::*;
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    super::$case(Etcd::memory().await).await;
-                }
-            )*
-        }
-        mod live_etcd {
-            use super::*;
-            $(
-                #[tokio::test]
-                #[ignore = "needs etcd: apt-get install etcd-server"]
-                async fn $case() {
-                    super::$case(Etcd::live().await).await;
-                }
-            )*
-        }
-    };
-}
-
 both!(
     registration_writes_the_go_value_under_a_lease_and_deregistration_deletes_it,
     a_lost_lease_is_registered_again,
@@ -136,17 +113,23 @@ both!(
 
 // ---- the in-memory etcd only ----
 
-#[tokio::test]
-async fn a_registration_keeps_its_lease_across_an_etcd_restart() {
-    let mut server = MemoryServer::start(MemoryEtcd::new(), "127.0.0.1:0".parse().unwrap()).await;
+/// The in-memory etcd on a loopback port and a registration of `service` in it.
+async fn registered_in_memory(service: &str, ttl: i64) -> (MemoryServer, Registration) {
+    let server = MemoryServer::start(MemoryEtcd::new(), "127.0.0.1:0".parse().unwrap()).await;
     let client = client_builder(&server.addr.to_string()).build().unwrap();
-    let registration = EtcdRegistrar::new(client, "restart", "127.0.0.1:4")
+    let registration = EtcdRegistrar::new(client, service, "127.0.0.1:4")
         .unwrap()
-        .ttl(2)
+        .ttl(ttl)
         .retry_backoff(fast_backoff())
         .register()
         .await
         .unwrap();
+    (server, registration)
+}
+
+#[tokio::test]
+async fn a_registration_keeps_its_lease_across_an_etcd_restart() {
+    let (mut server, registration) = registered_in_memory("restart", 2).await;
     let lease = lease_of(&registration);
     server.crash().await;
     tokio::time::sleep(Duration::from_secs(3)).await; // longer than the lease's TTL
@@ -166,15 +149,7 @@ async fn a_registration_keeps_its_lease_across_an_etcd_restart() {
 
 #[tokio::test]
 async fn a_forced_lease_expiry_is_repaired() {
-    let server = MemoryServer::start(MemoryEtcd::new(), "127.0.0.1:0".parse().unwrap()).await;
-    let client = client_builder(&server.addr.to_string()).build().unwrap();
-    let registration = EtcdRegistrar::new(client, "forced", "127.0.0.1:5")
-        .unwrap()
-        .ttl(3)
-        .retry_backoff(fast_backoff())
-        .register()
-        .await
-        .unwrap();
+    let (server, registration) = registered_in_memory("forced", 3).await;
     let old = lease_of(&registration);
     assert!(server.etcd.expire_lease(old), "the lease exists");
     assert!(server.etcd.get_prefix("forced/").is_empty());

@@ -3,6 +3,7 @@
 //! one's behaviour. Cases that need an etcd crash or a compaction during an outage use the
 //! in-memory etcd only.
 
+#[macro_use]
 mod etcd_cases;
 mod support;
 
@@ -77,6 +78,7 @@ async fn registered_server_is_discovered_and_removed_after_its_lease_expires(etc
     assert!(took >= Duration::from_millis(500), "the key must outlive the last renewal a while");
 }
 
+/// The live variant writes with `etcdctl put`; the in-memory one straight into the store.
 async fn a_key_written_by_another_client_in_go_json_is_discovered(etcd: Etcd) {
     let [a, b] = idle_addrs().await;
     etcd.external_put(&format!("go-svc/{a}"), &go_value(&a)).await;
@@ -138,53 +140,12 @@ async fn a_malformed_value_is_skipped_and_counted(etcd: Etcd) {
     assert!(!discovered.ever_listed(&bad1) && !discovered.ever_listed(&bad2));
 }
 
-// ---- the in-memory etcd ----
-
-#[tokio::test]
-async fn memory_etcd_registered_server_is_discovered_and_removed_after_its_lease_expires() {
-    registered_server_is_discovered_and_removed_after_its_lease_expires(Etcd::memory().await).await;
-}
-
-#[tokio::test]
-async fn memory_etcd_a_key_written_by_another_client_in_go_json_is_discovered() {
-    a_key_written_by_another_client_in_go_json_is_discovered(Etcd::memory().await).await;
-}
-
-#[tokio::test]
-async fn memory_etcd_foo_never_sees_keys_of_foobar() {
-    foo_never_sees_keys_of_foobar(Etcd::memory().await).await;
-}
-
-#[tokio::test]
-async fn memory_etcd_a_malformed_value_is_skipped_and_counted() {
-    a_malformed_value_is_skipped_and_counted(Etcd::memory().await).await;
-}
-
-// ---- a real etcd ----
-
-#[tokio::test]
-#[ignore = "needs etcd: apt-get install etcd-server"]
-async fn live_etcd_registered_server_is_discovered_and_removed_after_its_lease_expires() {
-    registered_server_is_discovered_and_removed_after_its_lease_expires(Etcd::live().await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs etcd: apt-get install etcd-server"]
-async fn live_etcd_a_key_written_by_etcdctl_in_go_json_is_discovered() {
-    a_key_written_by_another_client_in_go_json_is_discovered(Etcd::live().await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs etcd: apt-get install etcd-server"]
-async fn live_etcd_foo_never_sees_keys_of_foobar() {
-    foo_never_sees_keys_of_foobar(Etcd::live().await).await;
-}
-
-#[tokio::test]
-#[ignore = "needs etcd: apt-get install etcd-server"]
-async fn live_etcd_a_malformed_value_is_skipped_and_counted() {
-    a_malformed_value_is_skipped_and_counted(Etcd::live().await).await;
-}
+both!(
+    registered_server_is_discovered_and_removed_after_its_lease_expires,
+    a_key_written_by_another_client_in_go_json_is_discovered,
+    foo_never_sees_keys_of_foobar,
+    a_malformed_value_is_skipped_and_counted,
+);
 
 // ---- outages and compaction (in-memory etcd only: they crash etcd and compact meanwhile) ----
 

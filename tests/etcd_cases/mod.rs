@@ -1,7 +1,7 @@
 //! etcd backends for the etcd tests: a real `etcd` process on loopback, or the in-memory etcd
 //! served over loopback TCP. Every case runs against both, so the in-memory etcd is checked
 //! against the real one.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of this module
+#![allow(dead_code, unreachable_pub, unused_macros)] // each test binary uses a different part
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,8 +20,31 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-/// The reason every live test gives for being ignored by default.
-pub const NEEDS_ETCD: &str = "needs etcd: apt-get install etcd-server";
+/// Runs each case (an `async fn(Etcd)`) twice: against the in-memory etcd in module
+/// `memory_etcd`, and against a real etcd in module `live_etcd`, ignored unless asked for.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod memory_etcd {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(Etcd::memory().await).await;
+                }
+            )*
+        }
+        mod live_etcd {
+            use super::*;
+            $(
+                #[tokio::test]
+                #[ignore = "needs etcd: apt-get install etcd-server"]
+                async fn $case() {
+                    super::$case(Etcd::live().await).await;
+                }
+            )*
+        }
+    };
+}
 
 /// How long any single wait in these tests may take.
 pub const WAIT: Duration = Duration::from_secs(15);

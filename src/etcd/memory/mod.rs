@@ -52,8 +52,7 @@ use tokio::time::Instant;
 use tokio_stream::{Stream, StreamExt};
 
 use super::pb::etcdserverpb::{
-    DeleteRangeRequest, PutRequest, kv_server::KvServer, lease_server::LeaseServer,
-    watch_server::WatchServer,
+    PutRequest, kv_server::KvServer, lease_server::LeaseServer, watch_server::WatchServer,
 };
 use crate::balancer::subchannel::lock;
 use crate::server::{Incoming, Listener, ServerRecorder};
@@ -182,9 +181,8 @@ impl MemoryEtcd {
     pub fn delete_prefix(&self, prefix: impl Into<Vec<u8>>) -> i64 {
         let key = prefix.into();
         let range_end = super::naming::prefix_range_end(&key);
-        let request = DeleteRangeRequest { key, range_end, prev_kv: false };
         self.shared.with_store(|store| {
-            store.delete_range(&request.key, &request.range_end, false).map_or(0, |r| r.deleted)
+            store.delete_range(&key, &range_end, false).map_or(0, |deleted| deleted.deleted)
         })
     }
 
