@@ -1,9 +1,14 @@
 //! Generates the gRPC code from `proto/` with `protox`, so a machine with only `cargo` builds
 //! the crate: no system `protoc` is needed.
+//!
+//! - `proto/echo.proto`: the instrumented test service.
+//! - `proto/etcd/`: the subset of etcd's v3 API that the etcd client, the `etcd` resolver,
+//!   registration and the in-memory etcd use (client and server code both).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/echo.proto"];
-    for proto in protos {
+    let protos = ["proto/echo.proto", "proto/etcd/etcdserverpb/rpc.proto"];
+    let imported = ["proto/etcd/mvccpb/kv.proto"];
+    for proto in protos.iter().chain(&imported) {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(protos, ["proto"])?;

@@ -403,14 +403,14 @@ async fn dial(
 
 /// Exponential backoff with seeded jitter.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     config: BackoffConfig,
     current: Duration,
     rng: ChaCha8Rng,
 }
 
 impl Backoff {
-    fn new(config: BackoffConfig, rng: ChaCha8Rng) -> Self {
+    pub(crate) fn new(config: BackoffConfig, rng: ChaCha8Rng) -> Self {
         Self { current: config.initial, config, rng }
     }
 
@@ -418,12 +418,12 @@ impl Backoff {
         self.current
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.config.initial;
     }
 
     /// The delay before the next attempt, with jitter; grows the base for the one after.
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.current;
         self.current = base.mul_f64(self.config.multiplier).min(self.config.max);
         let jitter = self.config.jitter;

@@ -196,7 +196,7 @@ impl ChannelBuilder {
     }
 
     /// Registers a resolver builder for its scheme (replacing a built-in one of the same scheme).
-    /// Default: `passthrough`, `pass` and `dns`.
+    /// Default: `passthrough`, `pass`, `dns` and `etcd`.
     pub fn resolver(mut self, builder: impl ResolverBuilder + 'static) -> Self {
         self.registry.register(Arc::new(builder));
         self

@@ -8,6 +8,7 @@ mod audit;
 mod audit_serve;
 mod common;
 mod probe;
+mod register;
 mod serve;
 mod sim;
 mod target;
@@ -34,6 +35,8 @@ enum Command {
     Sim(sim::Args),
     /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
     Serve(serve::Args),
+    /// Register an address in etcd under a kept-alive lease until Ctrl-C; then revoke it.
+    Register(register::Args),
 }
 
 impl Cli {
@@ -46,6 +49,7 @@ impl Cli {
             Command::AuditServe(args) => audit_serve::run(args),
             Command::Sim(args) => sim::run(args),
             Command::Serve(args) => serve::run(args),
+            Command::Register(args) => register::run(args),
         }
     }
 }

@@ -1,14 +1,23 @@
-//! `anchorage serve [--listen ADDR] [--name NAME] [--for SECONDS] [--allow-remote]`: runs one
+//! `anchorage serve [--listen ADDR] [--name NAME] [--for SECONDS] [--allow-remote]
+//! [--register --service S [--etcd ENDPOINTS] [--ttl SECONDS] [--advertise ADDR]]`: runs one
 //! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
 //!
+//! With `--register` the server announces its address (the bound address, or `--advertise`) in
+//! etcd under service `S` with a lease kept alive while it serves
+//! ([`anchorage::registry::etcd`]); on stop it revokes the lease first, so clients stop picking
+//! it, and then drains its connections.
+//!
 //! Output contract (stdout): the first line is exactly `listening on <bound address>`, flushed
-//! at once; after a clean stop, one line with the server's stats as a JSON object. Diagnostics
-//! go to stderr (`RUST_LOG` filters them).
+//! at once; with `--register`, then `registered <key> lease <id in hex> ttl <seconds>s`; after a
+//! clean stop, one line with the server's stats as a JSON object. Diagnostics go to stderr
+//! (`RUST_LOG` filters them).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
+use anchorage::registry::{EtcdRegistrar, Registration};
 use anchorage::server::{InstrumentedServer, ServerRecorder};
 
 use super::common::{error_chain, init_tracing, parse_duration, print_line, stop_signal};
@@ -29,6 +38,21 @@ pub(crate) struct Args {
     /// Allow listening on a non-loopback address, reachable from other hosts.
     #[arg(long)]
     allow_remote: bool,
+    /// Register the server in etcd while it serves (needs --service).
+    #[arg(long, requires = "service")]
+    register: bool,
+    /// etcd endpoints for --register, comma-separated: `host:port` or `http://host:port`.
+    #[arg(long, value_name = "ENDPOINTS", default_value = DEFAULT_ENDPOINT)]
+    etcd: String,
+    /// The service to register under (with --register).
+    #[arg(long, requires = "register")]
+    service: Option<String>,
+    /// Lease time-to-live in seconds for --register.
+    #[arg(long, value_name = "SECONDS", default_value_t = anchorage::registry::etcd::DEFAULT_TTL)]
+    ttl: i64,
+    /// The address to register instead of the bound one (needed when listening on 0.0.0.0).
+    #[arg(long, value_name = "ADDR", requires = "register")]
+    advertise: Option<String>,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -67,7 +91,45 @@ async fn serve(args: Args) -> Result<(), String> {
     let bound = listener.local_addr().map_err(|err| format!("cannot read bound address: {err}"))?;
     print_line(&format!("listening on {bound}"))?;
 
+    let registration = match &args.service {
+        Some(service) if args.register => Some(register(&args, service, bound).await?),
+        _ => None,
+    };
+    // On stop, leave etcd first so clients stop picking this server, then drain.
+    let stop = async move {
+        stop.await;
+        if let Some(registration) = registration
+            && let Err(err) = registration.deregister().await
+        {
+            eprintln!("serve: {}", error_chain(&err));
+        }
+    };
     let server = InstrumentedServer::new(ServerRecorder::new(args.name));
     let stats = server.serve(listener, stop).await.map_err(|err| error_chain(&err))?;
     print_line(&stats.to_json())
+}
+
+/// Registers the server's address in etcd and prints the `registered` line.
+async fn register(args: &Args, service: &str, bound: SocketAddr) -> Result<Registration, String> {
+    let addr = match &args.advertise {
+        Some(addr) => addr.clone(),
+        None if bound.ip().is_unspecified() => {
+            return Err(format!(
+                "--register: {bound} is not an address clients can dial; pass --advertise"
+            ));
+        }
+        None => bound.to_string(),
+    };
+    let endpoints: Endpoints = args.etcd.parse().map_err(|err| error_chain(&err))?;
+    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| error_chain(&e))?;
+    let registration = EtcdRegistrar::new(client, service, &addr)
+        .map_err(|err| err.to_string())?
+        .ttl(args.ttl)
+        .register()
+        .await
+        .map_err(|err| error_chain(&err))?;
+    let lease = registration.lease().unwrap_or_default();
+    let key = registration.key();
+    print_line(&format!("registered {key} lease {lease:#x} ttl {}s", registration.granted_ttl()))?;
+    Ok(registration)
 }

@@ -6,8 +6,8 @@
 //! the full address list plus an optional service config — or errors into the sink whenever it
 //! learns something; the channel's control task passes them to the load-balancing policy.
 //!
-//! Built-in schemes: `passthrough` ([`passthrough`]), `pass` ([`pass`]), `dns` ([`dns`]); the
-//! [`manual`] resolver is for tests and is registered by hand.
+//! Built-in schemes: `passthrough` ([`passthrough`]), `pass` ([`pass`]), `dns` ([`dns`]),
+//! `etcd` ([`etcd`]); the [`manual`] resolver is for tests and is registered by hand.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,11 +16,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::address::Address;
-use crate::anchor::AnchorError;
+use crate::anchor::{AnchorError, ServiceError};
+use crate::etcd::EndpointsError;
 use crate::service_config::{ServiceConfig, ServiceConfigError};
 use crate::target::Target;
 
 pub mod dns;
+pub mod etcd;
 pub mod manual;
 pub mod pass;
 pub mod passthrough;
@@ -78,6 +80,23 @@ pub enum ResolverError {
         /// The host looked up.
         host: String,
         /// The system resolver's error.
+        reason: String,
+    },
+    /// An `etcd` target's endpoint is not a valid service name.
+    #[error(transparent)]
+    EtcdService(#[from] ServiceError),
+    /// An `etcd` target's authority is not a valid list of etcd endpoints.
+    #[error(transparent)]
+    EtcdEndpoints(#[from] EndpointsError),
+    /// etcd could not be read (reported only until the first successful read; afterwards the
+    /// last known addresses are kept).
+    #[error("etcd resolver: cannot read service {service:?} from {endpoints}: {reason}")]
+    EtcdUnavailable {
+        /// The service name.
+        service: String,
+        /// The etcd endpoints tried.
+        endpoints: String,
+        /// The last error.
         reason: String,
     },
     /// An error reported through a [`manual::ManualResolver`].
@@ -201,12 +220,13 @@ pub struct Registry {
 }
 
 impl Default for Registry {
-    /// The built-in schemes: `passthrough`, `pass` and `dns`.
+    /// The built-in schemes: `passthrough`, `pass`, `dns` and `etcd`.
     fn default() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(passthrough::PassthroughBuilder));
         registry.register(Arc::new(pass::PassBuilder));
         registry.register(Arc::new(dns::DnsBuilder::default()));
+        registry.register(Arc::new(etcd::EtcdBuilder::default()));
         registry
     }
 }
