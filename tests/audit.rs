@@ -2,11 +2,23 @@
 //! original notes' port fails exactly where its bugs are, and the grpc-go models show which
 //! versions keep `#N` as N connections.
 
+use std::path::Path;
+use std::sync::OnceLock;
+
 use anchorage::audit::matrix::{Matrix, Row};
+use anchorage::audit::scenarios;
 use anchorage::audit::subjects::shipped;
 
+/// The matrix over the shipped subjects: target syntax (128 cases) and the simulated
+/// properties over seeds 0 and 1; computed once for all tests.
 fn matrix() -> Matrix {
-    Matrix::run(&shipped(), 1, 128)
+    static MATRIX: OnceLock<Matrix> = OnceLock::new();
+    MATRIX.get_or_init(compute).clone()
+}
+
+fn compute() -> Matrix {
+    let loaded = scenarios::load(Path::new("sims")).expect("the audit's scenarios are in sims/");
+    Matrix::run_with_scenarios(&shipped(), 1, 128, &loaded, 0..2)
 }
 
 fn row<'a>(matrix: &'a Matrix, subject: &str) -> &'a Row {
@@ -20,7 +32,7 @@ fn failure(row: &Row, property: &str) -> String {
 }
 
 #[test]
-fn anchorage_pass_resolver_passes_every_property() {
+fn anchorage_pass_resolver_passes_every_property_syntax_and_simulated() {
     let matrix = matrix();
     let ours = row(&matrix, "anchorage-pass");
     let failed: Vec<_> = ours.results.iter().filter(|r| !r.pass).collect();
@@ -59,9 +71,37 @@ fn only_grpc_go_versions_that_key_by_pointer_or_value_and_keep_the_hash_give_n_c
 }
 
 #[test]
+fn the_notes_port_gives_an_item_without_count_two_connections_in_the_simulation() {
+    let matrix = matrix();
+    let detail = failure(row(&matrix, "notes-port"), "sim-own-count");
+    assert!(
+        detail.contains("connections (a=2 (want 2), b=2 (want 1))"),
+        "the simulated servers must show b's inherited #2: {detail}"
+    );
+    assert!(
+        detail.ends_with(
+            "replay: cargo run --release -- sim sims/notes_example_without_count.toml --seed 0 --subject notes-port"
+        ),
+        "a failing simulated property must carry its replay command: {detail}"
+    );
+}
+
+#[test]
+fn only_grpc_go_1_33_keeps_n_connections_per_address_in_the_simulation() {
+    let matrix = matrix();
+    let passes = |subject: &str| {
+        row(&matrix, subject).result("sim-connections-per-n").is_some_and(|r| r.pass)
+    };
+    assert!(passes("anchorage-pass") && passes("grpc-go-1.33"));
+    for subject in ["grpc-go-1.35-1.41", "grpc-go-1.42-1.70", "grpc-go-1.71+"] {
+        assert!(!passes(subject), "{subject} must not give a:#2 two connections");
+    }
+}
+
+#[test]
 fn the_matrix_is_deterministic_and_snapshotted() {
     let first = matrix();
-    assert_eq!(first, matrix(), "the same seed must give the same matrix");
+    assert_eq!(first, compute(), "the same seed must give the same matrix");
     insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!("audit_matrix", first.to_string());
     });

@@ -57,6 +57,7 @@ scenarios!(
     dedup_distinct_attributes,
     dedup_equal_addresses,
     hold_and_oneway_partition,
+    notes_example_without_count,
     original_notes_client,
     partition_heal_keepalive,
     pick_first_default,

@@ -4,8 +4,12 @@ use std::fmt;
 
 use serde::Serialize;
 
+use std::ops::Range;
+
+use super::scenarios;
 use super::subjects::Subject;
 use super::syntax::{self, PropertyResult};
+use crate::sim::scenario::Scenario;
 
 /// One subject's row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,14 +41,33 @@ pub struct Matrix {
 }
 
 impl Matrix {
-    /// Audits every subject with `cases` generated cases per property drawn from `seed`.
+    /// Audits every subject's target syntax with `cases` generated cases per property drawn
+    /// from `seed`.
     pub fn run(subjects: &[Subject], seed: u64, cases: u32) -> Self {
+        Self::run_with_scenarios(subjects, seed, cases, &[], 0..0)
+    }
+
+    /// [`Matrix::run`], plus the simulated properties of [`scenarios`] over
+    /// `sim_seeds`, with `loaded` as [`super::scenarios::load`] returns it (empty: none).
+    pub fn run_with_scenarios(
+        subjects: &[Subject],
+        seed: u64,
+        cases: u32,
+        loaded: &[Scenario],
+        sim_seeds: Range<u64>,
+    ) -> Self {
         let rows = subjects
             .iter()
-            .map(|subject| Row {
-                subject: subject.name.clone(),
-                description: subject.description.clone(),
-                results: syntax::check(subject.builder.as_ref(), seed, cases),
+            .map(|subject| {
+                let mut results = syntax::check(subject.builder.as_ref(), seed, cases);
+                if !loaded.is_empty() {
+                    results.extend(scenarios::check(subject, loaded, sim_seeds.clone()));
+                }
+                Row {
+                    subject: subject.name.clone(),
+                    description: subject.description.clone(),
+                    results,
+                }
             })
             .collect();
         Self { seed, cases, rows }

@@ -1,6 +1,8 @@
 //! Auditing resolvers and clients against the properties anchorage proves for its own.
 //!
 //! - [`syntax`]: target-syntax properties of any `pass`-style resolver, on generated input.
+//! - [`scenarios`]: simulated-scenario properties of a subject (connections per `#N`, the
+//!   default policy, failover, liveness), each failure with its replay command.
 //! - [`matrix`]: subjects × properties, with counterexamples.
 //! - [`subjects`]: the resolvers shipped for auditing: anchorage's own and models of others.
 //! - [`clients`]: judge what real clients (in any language) did against instrumented servers
@@ -8,5 +10,6 @@
 
 pub mod clients;
 pub mod matrix;
+pub mod scenarios;
 pub mod subjects;
 pub mod syntax;

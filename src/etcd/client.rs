@@ -158,7 +158,7 @@ impl Connector for SharedConnector {
 }
 
 /// A thin etcd v3 client: KV, lease and watch operations over one [`Channel`] to a list of
-/// endpoints (see the [module docs](self) for failover and timeouts).
+/// endpoints (see the [module docs](crate::etcd) for failover and timeouts).
 ///
 /// Cheap to clone; clones share the channel, which closes when the last clone is dropped.
 ///

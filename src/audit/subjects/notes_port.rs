@@ -12,7 +12,8 @@
 //!   nothing is ever rejected.
 //!
 //! Each item is expanded into `anch` addresses tagged `idx = 0..anch`, as the Go code does with
-//! `attributes.New("idx", i)`.
+//! `attributes.New("idx", i)`. An address with an empty host (`:9080`) is given as
+//! `localhost:9080`, which is where Go's dialer connects it.
 
 use crate::address::Address;
 use crate::resolver::{
@@ -68,6 +69,9 @@ impl ResolverBuilder for NotesPassBuilder {
     ) -> Result<Box<dyn Resolver>, ResolverError> {
         let mut addresses = Vec::new();
         for (addr, anch) in parse_anchor_address(target.endpoint()) {
+            // Go's dialer reads an empty host as the local host (`:9080` dials localhost:9080);
+            // our connectors do not, so the port spells out what Go's dial would do.
+            let addr = if addr.starts_with(':') { format!("localhost{addr}") } else { addr };
             // The Go loop runs `anch` times; bound it so a huge count cannot exhaust memory here.
             let anch = u32::try_from(anch.min(1024)).unwrap_or(1);
             addresses
