@@ -9,8 +9,8 @@ use anchorage::audit::matrix::{Matrix, Row};
 use anchorage::audit::scenarios;
 use anchorage::audit::subjects::shipped;
 
-/// The matrix over the shipped subjects: target syntax (128 cases) and the simulated
-/// properties over seeds 0 and 1; computed once for all tests.
+/// The matrix over the shipped subjects: 32 generated cases per property and the simulated
+/// properties over seed 0; computed once for all tests.
 fn matrix() -> Matrix {
     static MATRIX: OnceLock<Matrix> = OnceLock::new();
     MATRIX.get_or_init(compute).clone()
@@ -18,7 +18,7 @@ fn matrix() -> Matrix {
 
 fn compute() -> Matrix {
     let loaded = scenarios::load(Path::new("sims")).expect("the audit's scenarios are in sims/");
-    Matrix::run_with_scenarios(&shipped(), 1, 128, &loaded, 0..2)
+    Matrix::run_with_scenarios(&shipped(), 1, 32, &loaded, 0..1)
 }
 
 fn row<'a>(matrix: &'a Matrix, subject: &str) -> &'a Row {
@@ -105,4 +105,52 @@ fn the_matrix_is_deterministic_and_snapshotted() {
     insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
         insta::assert_snapshot!("audit_matrix", first.to_string());
     });
+}
+
+/// An etcd resolver that loses the connection indices, so `#N` collapses to one address each:
+/// the etcd properties must catch it.
+#[derive(Debug)]
+struct CollapsingEtcd(anchorage::resolver::etcd::EtcdBuilder);
+
+impl anchorage::resolver::ResolverBuilder for CollapsingEtcd {
+    fn scheme(&self) -> &str {
+        "etcd"
+    }
+
+    fn build(
+        &self,
+        target: &anchorage::target::Target,
+        updates: anchorage::resolver::UpdateSink,
+    ) -> Result<Box<dyn anchorage::resolver::Resolver>, anchorage::resolver::ResolverError> {
+        let collapse = |state: anchorage::resolver::ResolverState| {
+            let plain =
+                state.addresses.iter().map(|a| anchorage::address::Address::new(a.addr.clone()));
+            anchorage::resolver::ResolverState {
+                addresses: anchorage::address::dedup(plain),
+                ..state
+            }
+        };
+        self.0.build(target, updates.with_transform(collapse))
+    }
+}
+
+#[test]
+fn the_etcd_properties_catch_a_resolver_that_collapses_the_connection_count() {
+    let client = anchorage::etcd::EtcdClient::builder().seed(0);
+    let subject = CollapsingEtcd(anchorage::resolver::etcd::EtcdBuilder::new(client));
+    let results = anchorage::audit::etcd::check(&subject, 1, 16);
+    let counts = results.iter().find(|r| r.property == "etcd-counts").unwrap();
+    assert!(!counts.pass, "a collapsed #N must fail etcd-counts: {counts:?}");
+    assert!(counts.detail.starts_with("counterexample \"#2 over"), "got {}", counts.detail);
+    let prefix = results.iter().find(|r| r.property == "etcd-prefix").unwrap();
+    assert!(prefix.pass, "collapsing does not read other services' keys");
+}
+
+#[test]
+fn anchorage_etcd_resolver_passes_every_etcd_property() {
+    let matrix = matrix();
+    let ours = row(&matrix, "anchorage-etcd");
+    assert!(ours.results.len() >= 6);
+    let failed: Vec<_> = ours.results.iter().filter(|r| !r.pass).collect();
+    assert!(failed.is_empty(), "anchorage's etcd resolver must pass everything: {failed:?}");
 }

@@ -6,9 +6,9 @@ use serde::Serialize;
 
 use std::ops::Range;
 
-use super::scenarios;
-use super::subjects::Subject;
+use super::subjects::{Subject, SubjectKind};
 use super::syntax::{self, PropertyResult};
+use super::{etcd, scenarios};
 use crate::sim::scenario::Scenario;
 
 /// One subject's row.
@@ -59,10 +59,16 @@ impl Matrix {
         let rows = subjects
             .iter()
             .map(|subject| {
-                let mut results = syntax::check(subject.builder.as_ref(), seed, cases);
-                if !loaded.is_empty() {
-                    results.extend(scenarios::check(subject, loaded, sim_seeds.clone()));
-                }
+                let results = match subject.kind {
+                    SubjectKind::Etcd => etcd::check(subject.builder.as_ref(), seed, cases),
+                    _ => {
+                        let mut results = syntax::check(subject.builder.as_ref(), seed, cases);
+                        if !loaded.is_empty() {
+                            results.extend(scenarios::check(subject, loaded, sim_seeds.clone()));
+                        }
+                        results
+                    }
+                };
                 Row {
                     subject: subject.name.clone(),
                     description: subject.description.clone(),
@@ -81,14 +87,25 @@ impl Matrix {
 
 impl fmt::Display for Matrix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Some(first) = self.rows.first() else { return writeln!(f, "no subjects") };
-        let width = self.rows.iter().map(|r| r.subject.len()).max().unwrap_or(0).max(7);
-        write!(f, "{:<width$}", "subject")?;
-        for result in &first.results {
-            write!(f, " | {}", result.property)?;
+        if self.rows.is_empty() {
+            return writeln!(f, "no subjects");
         }
-        writeln!(f)?;
+        let width = self.rows.iter().map(|r| r.subject.len()).max().unwrap_or(0).max(7);
+        let mut columns: Vec<&str> = Vec::new();
         for row in &self.rows {
+            // Subjects of another kind have other properties: a new header starts their block.
+            let properties: Vec<&str> = row.results.iter().map(|r| r.property.as_str()).collect();
+            if properties != columns {
+                if !columns.is_empty() {
+                    writeln!(f)?;
+                }
+                let mut header = format!("{:<width$}", "subject");
+                for property in &properties {
+                    header.push_str(&format!(" | {property}"));
+                }
+                writeln!(f, "{header}")?;
+                columns = properties;
+            }
             let mut line = format!("{:<width$}", row.subject);
             for result in &row.results {
                 let cell = if result.pass { "pass" } else { "FAIL" };

@@ -1,6 +1,7 @@
 //! Auditing resolvers and clients against the properties anchorage proves for its own.
 //!
 //! - [`syntax`]: target-syntax properties of any `pass`-style resolver, on generated input.
+//! - [`etcd`]: discovery properties of any `etcd`-style resolver, against an in-memory etcd.
 //! - [`scenarios`]: simulated-scenario properties of a subject (connections per `#N`, the
 //!   default policy, failover, liveness), each failure with its replay command.
 //! - [`matrix`]: subjects × properties, with counterexamples.
@@ -9,6 +10,7 @@
 //!   over TCP: connections accepted per server against the expected `#N`, and the RPC split.
 
 pub mod clients;
+pub mod etcd;
 pub mod matrix;
 pub mod scenarios;
 pub mod subjects;

@@ -152,14 +152,17 @@ fn carry_over_pair() -> impl Strategy<Value = (String, String, u32)> {
     })
 }
 
-fn runner(seed: u64, cases: u32) -> TestRunner {
+pub(super) fn runner(seed: u64, cases: u32) -> TestRunner {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    // Shrinking that stops early is reported by proptest on stderr; the inputs here are small,
+    // so allow enough steps to reach the minimal counterexample.
+    let config =
+        Config { cases, failure_persistence: None, max_shrink_iters: 512, ..Config::default() };
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
-fn result<T>(
+pub(super) fn result<T>(
     property: &str,
     cases: u32,
     run: Result<(), TestError<T>>,

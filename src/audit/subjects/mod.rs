@@ -3,11 +3,24 @@
 
 use std::sync::Arc;
 
+use crate::etcd::EtcdClient;
 use crate::resolver::ResolverBuilder;
+use crate::resolver::etcd::EtcdBuilder;
 use crate::resolver::pass::PassBuilder;
 
 pub mod grpc_go;
 pub mod notes_port;
+
+/// Which grammar a subject resolves, and so which properties apply to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SubjectKind {
+    /// Anchor lists, `pass:///a:1#2,b:1`: the [`syntax`](super::syntax) and
+    /// [`scenarios`](super::scenarios) properties.
+    Pass,
+    /// etcd service names, `etcd://endpoint/service#N`: the [`etcd`](super::etcd) properties.
+    Etcd,
+}
 
 /// One resolver to audit, with a name for the matrix.
 #[derive(Debug, Clone)]
@@ -16,7 +29,9 @@ pub struct Subject {
     pub name: String,
     /// What it is, one line.
     pub description: String,
-    /// The resolver builder, for the `pass` scheme.
+    /// Which properties apply.
+    pub kind: SubjectKind,
+    /// The resolver builder.
     pub builder: Arc<dyn ResolverBuilder>,
 }
 
@@ -26,11 +41,13 @@ pub fn shipped() -> Vec<Subject> {
         Subject {
             name: "anchorage-pass".into(),
             description: "anchorage's pass resolver".into(),
+            kind: SubjectKind::Pass,
             builder: Arc::new(PassBuilder),
         },
         Subject {
             name: "notes-port".into(),
             description: "model: the original notes' Go resolver, ported line for line".into(),
+            kind: SubjectKind::Pass,
             builder: Arc::new(notes_port::NotesPassBuilder::new("pass")),
         },
     ];
@@ -41,8 +58,15 @@ pub fn shipped() -> Vec<Subject> {
                 "model: the pass resolver as grpc-go {} treats it",
                 model.versions
             ),
+            kind: SubjectKind::Pass,
             builder: Arc::new(grpc_go::GrpcGoPassBuilder::new(model)),
         });
     }
+    subjects.push(Subject {
+        name: "anchorage-etcd".into(),
+        description: "anchorage's etcd resolver".into(),
+        kind: SubjectKind::Etcd,
+        builder: Arc::new(EtcdBuilder::new(EtcdClient::builder().seed(0))),
+    });
     subjects
 }
