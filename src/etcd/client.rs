@@ -158,7 +158,10 @@ impl Connector for SharedConnector {
 }
 
 /// A thin etcd v3 client: KV, lease and watch operations over one [`Channel`] to a list of
-/// endpoints (see the [module docs](self) for failover and timeouts).
+/// endpoints. The channel uses `pick_first` over the endpoints, so when the connection in use
+/// fails the next RPC goes to the first endpoint that accepts one; every unary RPC carries
+/// [`EtcdClientBuilder::request_timeout`], and streams over a dead connection are ended by
+/// HTTP/2 keep-alive ([`EtcdClientBuilder::keepalive`]).
 ///
 /// Cheap to clone; clones share the channel, which closes when the last clone is dropped.
 ///
