@@ -73,6 +73,20 @@ fn two_processes_print_the_same_trace_for_the_same_seed() {
     assert_eq!(first, second, "two processes must print byte-identical reports and traces");
 }
 
+/// The etcd host, the servers' registrations and the `etcd` resolver add their own tasks,
+/// streams and leases; a run through an etcd crash, a partition and their heals must still be a
+/// function of its seed.
+#[test]
+fn two_processes_print_the_same_trace_for_an_etcd_scenario() {
+    let args = ["sim", "sims/etcd_outage.toml", "--seed", "3", "--trace"];
+    let (ok_first, first) = anchorage(&args);
+    let (ok_second, second) = anchorage(&args);
+    assert!(ok_first && ok_second, "the run must pass:\n{first}");
+    assert!(first.contains("registered echo/a:9080"), "the trace must show the registrations");
+    assert!(first.contains("etcd resolver:"), "the trace must show what the resolver did");
+    assert_eq!(first, second, "two processes must print byte-identical reports and traces");
+}
+
 #[test]
 fn a_broken_expectation_fails_with_the_replay_command() {
     let mut scenario = load("weighted_round_robin");

@@ -23,6 +23,7 @@ use super::server::Incarnation;
 use super::trace::secs;
 
 mod after_faults;
+mod discovery;
 
 use after_faults::{failover, liveness, lost_per_fault, recovery};
 
@@ -130,7 +131,7 @@ impl<'a> Observed<'a> {
         }
     }
 
-    fn ok(&self) -> impl Iterator<Item = &RpcRecord> {
+    pub(crate) fn ok(&self) -> impl Iterator<Item = &RpcRecord> {
         self.log.rpcs.iter().filter(|r| r.server().is_some())
     }
 
@@ -242,6 +243,21 @@ pub(crate) fn evaluate(o: &Observed<'_>) -> Vec<Property> {
     if let Some(want) = &e.final_state {
         let got = o.log.final_state.map_or_else(|| "none".to_owned(), |s| s.to_string());
         out.push(property("final_state", got == *want, format!("{got} (want {want})")));
+    }
+    if let Some(want) = &e.no_rpcs_after_ms {
+        out.push(discovery::no_rpcs_after(o, want));
+    }
+    if let Some(want) = &e.connections_after {
+        out.push(discovery::connections_after(o, e.connections_after_ms.unwrap_or(0), want));
+    }
+    if let Some(want) = &e.unresolved_by_ms {
+        out.push(discovery::unresolved_by(o, want));
+    }
+    if let Some(want) = &e.final_addresses {
+        out.push(discovery::final_addresses(o, want));
+    }
+    if let Some(least) = e.min_compacted_rereads {
+        out.push(discovery::compacted_rereads(o, least));
     }
     out
 }
@@ -365,14 +381,19 @@ fn within(shares: &BTreeMap<String, f64>, want: &BTreeMap<String, f64>, toleranc
 }
 
 /// The start of the window the overall split is measured over: `settle_ms` after the last
-/// fault that changes which servers the client can use (latency changes do not), or the whole run.
+/// fault or late etcd registration (`register.at_ms`) that changes which servers the client can
+/// use (latency changes do not), or the whole run.
 pub(crate) fn split_window_start(o: &Observed<'_>) -> Duration {
     let settle = Duration::from_millis(o.scenario.expect.settle_ms.unwrap_or(0));
-    o.applied
-        .iter()
-        .rev()
-        .find(|a| a.fault.action != Action::Latency)
-        .map_or(Duration::ZERO, |a| a.at + settle)
+    let fault = o.applied.iter().rev().find(|a| a.fault.action != Action::Latency).map(|a| a.at);
+    let registered = o
+        .scenario
+        .server_list()
+        .into_iter()
+        .filter_map(|s| s.register.filter(|r| r.at_ms > 0))
+        .map(|r| Duration::from_millis(r.at_ms))
+        .max();
+    fault.max(registered).map_or(Duration::ZERO, |at| at + settle)
 }
 
 fn split(o: &Observed<'_>) -> Property {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tonic::Code;
 
+use super::etcd::SimEtcd;
 use super::net::TurmoilConnector;
 use super::scenario::Scenario;
 use super::trace::{self, Trace};
@@ -16,6 +17,7 @@ use crate::channel::{Channel, ChannelEvent, ServedBy, WaitForReady};
 use crate::pb::EchoRequest;
 use crate::pb::echo_client::EchoClient;
 use crate::resolver::ResolverBuilder;
+use crate::resolver::etcd::{EtcdBuilder, EtcdResolverCounts, EtcdResolverStats};
 use crate::resolver::manual::ManualResolver;
 
 /// How one RPC ended.
@@ -73,6 +75,10 @@ pub(crate) struct ClientLog {
     pub(crate) rpcs: Vec<RpcRecord>,
     pub(crate) subchannels_created: u64,
     pub(crate) first_resolution: Option<usize>,
+    /// Every resolver update: when, and its distinct `host:port`s in order.
+    pub(crate) resolutions: Vec<(Duration, Vec<String>)>,
+    /// What the `etcd` resolver did, with an `etcd:///` target.
+    pub(crate) etcd_resolver: Option<EtcdResolverCounts>,
     pub(crate) final_state: Option<ConnectivityState>,
     pub(crate) build_error: Option<String>,
 }
@@ -84,11 +90,25 @@ pub(crate) async fn run(
     scenario: Scenario,
     channel_seed: u64,
     manual: Option<ManualResolver>,
+    etcd: Option<SimEtcd>,
     resolver: Option<Arc<dyn ResolverBuilder>>,
     trace: Trace,
     log: SharedLog,
 ) -> turmoil::Result {
-    let channel = match build_channel(&scenario, channel_seed, manual, resolver, &trace, &log) {
+    let mut resolvers: Vec<Arc<dyn ResolverBuilder>> = Vec::new();
+    let mut etcd_stats = None;
+    if let Some(manual) = manual {
+        resolvers.push(Arc::new(manual));
+    }
+    if let Some(etcd) = etcd.filter(|_| scenario.has_etcd_target()) {
+        let builder = EtcdBuilder::new(etcd.client("client", 0))
+            .retry_backoff(etcd.retry_backoff())
+            .seed(etcd.seed_for("client", 0, 1));
+        etcd_stats = Some(builder.stats());
+        resolvers.push(Arc::new(builder));
+    }
+    resolvers.extend(resolver);
+    let channel = match build_channel(&scenario, channel_seed, resolvers, &trace, &log) {
         Ok(channel) => channel,
         Err(error) => {
             trace.record("client", format!("channel failed to build: {error}"));
@@ -127,15 +147,24 @@ pub(crate) async fn run(
     }
     let state = channel.state();
     trace.record("client", format!("workload done; channel {state}"));
-    lock(&log).final_state = Some(state);
+    let counts = etcd_stats.as_ref().map(EtcdResolverStats::snapshot);
+    if let Some(c) = &counts {
+        let text = format!(
+            "etcd resolver: {} reads, {} watches, {} compacted, {} failures",
+            c.reads, c.watches, c.compactions, c.failures
+        );
+        trace.record("client", text);
+    }
+    let mut log = lock(&log);
+    log.final_state = Some(state);
+    log.etcd_resolver = counts;
     Ok(())
 }
 
 fn build_channel(
     scenario: &Scenario,
     seed: u64,
-    manual: Option<ManualResolver>,
-    resolver: Option<Arc<dyn ResolverBuilder>>,
+    resolvers: Vec<Arc<dyn ResolverBuilder>>,
     trace: &Trace,
     log: &SharedLog,
 ) -> Result<Channel, String> {
@@ -161,10 +190,8 @@ fn build_channel(
     if let Some(json) = &c.service_config {
         builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
     }
-    if let Some(manual) = manual {
-        builder = builder.resolver(manual);
-    }
-    if let Some(resolver) = resolver {
+    // Later ones replace earlier ones for the same scheme.
+    for resolver in resolvers {
         builder = builder.resolver(resolver);
     }
     let (trace, log) = (trace.clone(), log.clone());
@@ -173,6 +200,13 @@ fn build_channel(
             ChannelEvent::SubchannelCreated { .. } => lock(&log).subchannels_created += 1,
             ChannelEvent::Resolved { addresses } => {
                 let mut log = lock(&log);
+                let mut distinct: Vec<String> = Vec::new();
+                for address in addresses {
+                    if !distinct.contains(&address.addr) {
+                        distinct.push(address.addr.clone());
+                    }
+                }
+                log.resolutions.push((trace::now(), distinct));
                 if log.first_resolution.is_none() {
                     let distinct = crate::address::dedup(addresses.iter().cloned()).len();
                     log.first_resolution = Some(distinct);

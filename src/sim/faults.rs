@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use super::etcd::SimEtcd;
 use super::scenario::{Action, Fault, parse_address};
+use super::trace::Trace;
 use crate::resolver::manual::ManualResolver;
 
 /// A fault as applied: the simulated time it took effect (the first tick boundary at or after
@@ -20,9 +22,30 @@ pub(crate) fn schedule(faults: &[Fault]) -> Vec<Fault> {
     sorted
 }
 
-/// Applies one fault. `manual` is the channel's manual resolver, present for `manual:` targets.
-pub(crate) fn apply(sim: &mut turmoil::Sim<'_>, fault: &Fault, manual: Option<&ManualResolver>) {
+/// Applies one fault. `manual` is the channel's manual resolver, present for `manual:` targets;
+/// `etcd` the run's etcd, present with `[etcd]`.
+pub(crate) fn apply(
+    sim: &mut turmoil::Sim<'_>,
+    fault: &Fault,
+    manual: Option<&ManualResolver>,
+    etcd: Option<&SimEtcd>,
+    trace: &Trace,
+) {
     let pair = fault.between.as_ref().map(|[a, b]| (a.as_str(), b.as_str()));
+    let at = sim.elapsed();
+    match (fault.action, etcd, fault.server.as_deref()) {
+        (Action::Register, Some(etcd), Some(server)) => {
+            return etcd.registrations.want(server, true);
+        }
+        (Action::Deregister, Some(etcd), Some(server)) => {
+            return etcd.registrations.want(server, false);
+        }
+        (Action::ExpireLease, Some(etcd), Some(server)) => {
+            return etcd.expire_lease(server, trace, at);
+        }
+        (Action::Compact, Some(etcd), _) => return etcd.compact(trace, at),
+        _ => {}
+    }
     match (fault.action, fault.host.as_deref(), pair) {
         (Action::Crash, Some(host), _) => sim.crash(host),
         (Action::Restart | Action::Bounce, Some(host), _) => sim.bounce(host),

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 pub mod checks;
 mod client;
+mod etcd;
 mod faults;
 mod net;
 pub mod report;
@@ -166,16 +167,23 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
 
     let boots = server::Boots::default();
     let servers = scenario.server_list();
-    let keepalive = scenario
-        .client
-        .keepalive
-        .enabled
-        .then(|| Duration::from_millis(scenario.client.keepalive.interval_ms));
+    let etcd = etcd::SimEtcd::new(scenario, channel_seed(seed));
+    if let Some(etcd) = &etcd {
+        sim.host(etcd.spec.host.as_str(), etcd.host_software(trace.clone()));
+    }
+    let context = server::HostContext {
+        keepalive: scenario
+            .client
+            .keepalive
+            .enabled
+            .then(|| Duration::from_millis(scenario.client.keepalive.interval_ms)),
+        boots: boots.clone(),
+        trace: trace.clone(),
+        etcd: etcd.clone(),
+    };
     for host in scenario.hosts() {
         let on_host: Vec<_> = servers.iter().filter(|s| s.host == host).cloned().collect();
-        let software =
-            server::host_software(host.clone(), on_host, keepalive, boots.clone(), trace.clone());
-        sim.host(host.as_str(), software);
+        sim.host(host.as_str(), server::host_software(host.clone(), on_host, context.clone()));
     }
     let manual = manual_resolver(scenario);
     let log = client::SharedLog::default();
@@ -185,6 +193,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
             scenario.clone(),
             channel_seed(seed),
             manual.clone(),
+            etcd.clone(),
             options.resolver.clone(),
             trace.clone(),
             log.clone(),
@@ -205,7 +214,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
             pending.next_if(|f| u128::from(f.at_ms) <= sim.elapsed().as_millis())
         {
             trace.record_at(sim.elapsed(), "faults", fault.describe());
-            faults::apply(&mut sim, fault, manual.as_ref());
+            faults::apply(&mut sim, fault, manual.as_ref(), etcd.as_ref(), &trace);
             applied.push(faults::Applied { at: sim.elapsed(), fault: fault.clone() });
         }
         match sim.step() {

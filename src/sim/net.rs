@@ -93,7 +93,8 @@ impl SocketRegistry {
         Self { sockets, next: Arc::default(), release }
     }
 
-    fn register(&self, stream: TcpStream) -> RegisteredStream {
+    /// Takes co-ownership of `stream`; the returned handle closes it when dropped.
+    pub(crate) fn register(&self, stream: TcpStream) -> RegisteredStream {
         let id = {
             let mut next = lock(&self.next);
             *next += 1;
@@ -149,6 +150,13 @@ pub(crate) struct RegisteredStream {
     id: u64,
     stream: Shared,
     release: mpsc::UnboundedSender<u64>,
+}
+
+impl RegisteredStream {
+    /// The socket's key in its registry.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
 }
 
 impl Drop for RegisteredStream {

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod etcd;
 mod validate;
 
+pub use etcd::{EtcdSpec, RegisterSpec};
 pub use validate::parse_address;
 
 /// Errors loading a scenario file.
@@ -65,6 +67,8 @@ pub struct Scenario {
     pub servers: Vec<ServerSpec>,
     /// The client: target, service config, connection settings.
     pub client: ClientSpec,
+    /// An in-memory etcd on its own host, for `etcd:///` targets and registering servers.
+    pub etcd: Option<EtcdSpec>,
     /// The RPCs the client sends.
     #[serde(default)]
     pub workload: Workload,
@@ -95,6 +99,9 @@ pub struct ServerSpec {
     pub port: u16,
     /// How many such servers (on hosts `name1..nameN`). Default 1 (just `name`).
     pub count: Option<u32>,
+    /// Registers the server in `[etcd]` as `<service>/<host>:<port>` under a lease. Default:
+    /// not registered.
+    pub register: Option<RegisterSpec>,
 }
 
 /// One server after `count` expansion.
@@ -106,6 +113,15 @@ pub struct Server {
     pub host: String,
     /// Its port.
     pub port: u16,
+    /// Its etcd registration, if any.
+    pub register: Option<RegisterSpec>,
+}
+
+impl Server {
+    /// The address clients dial and registration writes: `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 /// The `[client]` table.
@@ -312,6 +328,14 @@ pub enum Action {
     Latency,
     /// Push a new address list through the manual resolver.
     Resolve,
+    /// Register a server in etcd (again, after `deregister`, or before its `at_ms`).
+    Register,
+    /// Revoke a server's registration; the server keeps serving.
+    Deregister,
+    /// Expire a server's current lease in etcd now, as if its time-to-live ran out.
+    ExpireLease,
+    /// Compact etcd's history up to its current revision.
+    Compact,
 }
 
 /// A `[[fault]]`.
@@ -333,6 +357,8 @@ pub struct Fault {
     pub latency_ms: Option<u64>,
     /// For `resolve`: the new address list (same syntax as `client.manual_addresses`).
     pub addresses: Option<Vec<String>>,
+    /// The server, for `register`, `deregister` and `expire_lease`.
+    pub server: Option<String>,
 }
 
 impl Fault {
@@ -366,10 +392,17 @@ impl Fault {
             Action::Release => "release",
             Action::Latency => "latency",
             Action::Resolve => "resolve",
+            Action::Register => "register",
+            Action::Deregister => "deregister",
+            Action::ExpireLease => "expire_lease",
+            Action::Compact => "compact etcd",
         };
         let mut line = what.to_owned();
         if let Some(host) = &self.host {
             line.push_str(&format!(" {host}"));
+        }
+        if let Some(server) = &self.server {
+            line.push_str(&format!(" {server}"));
         }
         if let Some([a, b]) = &self.between {
             let arrow = if self.oneway { "->" } else { "<->" };
@@ -424,6 +457,20 @@ pub struct Expect {
     pub liveness_within_ms: Option<u64>,
     /// The channel's state when the workload ends (`READY`, `TRANSIENT_FAILURE`, …).
     pub final_state: Option<String>,
+    /// Per server: no RPC that starts at or after this simulated time (ms) is served by it.
+    pub no_rpcs_after_ms: Option<BTreeMap<String, u64>>,
+    /// Per server: connections it accepts at or after `connections_after_ms`, exactly.
+    pub connections_after: Option<BTreeMap<String, u64>>,
+    /// When `connections_after` starts counting, simulated ms. Default 0.
+    pub connections_after_ms: Option<u64>,
+    /// Per address (`host:port`): it is in no resolver update from this simulated time (ms) on,
+    /// and was in an earlier one.
+    pub unresolved_by_ms: Option<BTreeMap<String, u64>>,
+    /// The distinct `host:port`s of the resolver's last update, in any order.
+    pub final_addresses: Option<Vec<String>>,
+    /// With an `etcd:///` target: the resolver's watch was cancelled as compacted (and the
+    /// resolver read the prefix again) at least this many times.
+    pub min_compacted_rereads: Option<u64>,
 }
 
 impl Scenario {
@@ -466,10 +513,16 @@ impl Scenario {
                     name: spec.name.clone(),
                     host: spec.host.clone().unwrap_or_else(|| spec.name.clone()),
                     port: spec.port,
+                    register: spec.register.clone(),
                 }),
                 Some(n) => servers.extend((1..=n).map(|i| {
                     let name = format!("{}{i}", spec.name);
-                    Server { host: name.clone(), name, port: spec.port }
+                    Server {
+                        host: name.clone(),
+                        name,
+                        port: spec.port,
+                        register: spec.register.clone(),
+                    }
                 })),
             }
         }
@@ -544,6 +597,59 @@ mod tests {
             names,
             [("s1".into(), "s1".into()), ("s2".into(), "s2".into()), ("s3".into(), "s3".into())]
         );
+    }
+
+    const ETCD: &str = r#"
+        [etcd]
+        [[server]]
+        name = "a"
+        port = 9080
+        register = { service = "echo", ttl_s = 2 }
+        [[server]]
+        name = "b"
+        port = 9080
+        [client]
+        target = "etcd:///echo#2"
+    "#;
+
+    #[test]
+    fn an_etcd_section_parses_with_documented_defaults() {
+        let s = Scenario::parse("e.toml", ETCD).unwrap();
+        let etcd = s.etcd.as_ref().expect("[etcd] is read");
+        assert_eq!((etcd.host.as_str(), etcd.port, etcd.min_lease_ttl_s), ("etcd", 2379, 2));
+        let register = s.server_list()[0].register.clone().expect("a registers");
+        assert_eq!((register.service.as_str(), register.ttl_s, register.at_ms), ("echo", 2, 0));
+    }
+
+    #[test]
+    fn an_unknown_key_in_etcd_or_register_is_an_error() {
+        let text = ETCD.replace("[etcd]", "[etcd]\nhots = \"x\"");
+        let err = Scenario::parse("e.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("hots"), "the error must name the unknown key: {err}");
+        let text = ETCD.replace("ttl_s = 2", "ttl = 2");
+        let err = Scenario::parse("e.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("ttl"), "the error must name the unknown key: {err}");
+    }
+
+    #[test]
+    fn an_etcd_target_or_a_registration_needs_an_etcd_section() {
+        let text = ETCD.replace("[etcd]", "");
+        let err = Scenario::parse("e.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("needs [etcd]"), "{err}");
+    }
+
+    #[test]
+    fn etcd_faults_name_registering_servers_and_the_etcd_host_is_known() {
+        let fault = |body: &str| format!("{ETCD}\n[[fault]]\nat_ms = 5\n{body}\n");
+        let ok = fault("action = \"deregister\"\nserver = \"a\"");
+        Scenario::parse("e.toml", &ok).unwrap();
+        let ok = fault("action = \"partition\"\nbetween = [\"etcd\", \"client\"]");
+        Scenario::parse("e.toml", &ok).unwrap();
+        let bad = fault("action = \"expire_lease\"\nserver = \"b\"");
+        let err = Scenario::parse("e.toml", &bad).unwrap_err().to_string();
+        assert!(err.contains("has `register`"), "{err}");
+        let bad = fault("action = \"compact\"\nhost = \"a\"");
+        assert!(Scenario::parse("e.toml", &bad).is_err(), "compact takes no host");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use turmoil::net::TcpListener;
 
+use super::etcd::{SimEtcd, keep_registered};
 use super::net::{RegisteredListener, SocketRegistry};
 use super::scenario::Server;
 use super::trace::{self, Trace};
@@ -59,28 +60,27 @@ impl Boots {
 
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
+/// What every server host shares: the server keep-alive, the boot record, the trace, and the
+/// run's etcd when servers register in it.
+#[derive(Debug, Clone)]
+pub(crate) struct HostContext {
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) boots: Boots,
+    pub(crate) trace: Trace,
+    pub(crate) etcd: Option<SimEtcd>,
+}
+
 /// The software of host `host`: what turmoil starts at first and again on every restart.
 pub(crate) fn host_software(
     host: String,
     servers: Vec<Server>,
-    keepalive: Option<Duration>,
-    boots: Boots,
-    trace: Trace,
+    context: HostContext,
 ) -> impl Fn() -> Software {
-    move || {
-        let (host, servers, boots, trace) =
-            (host.clone(), servers.clone(), boots.clone(), trace.clone());
-        Box::pin(boot(host, servers, keepalive, boots, trace))
-    }
+    move || Box::pin(boot(host.clone(), servers.clone(), context.clone()))
 }
 
-async fn boot(
-    host: String,
-    servers: Vec<Server>,
-    keepalive: Option<Duration>,
-    boots: Boots,
-    trace: Trace,
-) -> turmoil::Result {
+async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmoil::Result {
+    let HostContext { keepalive, boots, trace, etcd } = context;
     // Created here, inside the host, so the recorder's time zero is this boot's simulated time.
     let registry = SocketRegistry::start(&host, trace.clone());
     let mut serving = Vec::new();
@@ -89,6 +89,10 @@ async fn boot(
         let recorder = ServerRecorder::new(server.name.clone());
         let boot = boots.push(&server.name, trace::now(), recorder.clone());
         trace.record(&server.name, format!("boot {boot}: listening on {host}:{}", server.port));
+        if let (Some(etcd), Some(_)) = (&etcd, &server.register) {
+            let registering = keep_registered(etcd.clone(), server.clone(), boot, trace.clone());
+            tokio::task::spawn_local(registering);
+        }
         let listener = RegisteredListener {
             listener,
             registry: registry.clone(),

@@ -1,8 +1,9 @@
 //! Checks that a parsed scenario is consistent: server names and ports, hosts named by links and
 //! faults, what each fault action needs, addresses, and the servers `[expect]` names.
 
-use super::{Action, CLIENT_HOST, Fault, Scenario, ScenarioError};
+use super::{Action, CLIENT_HOST, Fault, Scenario, ScenarioError, Server};
 use crate::address::{Address, AttributeValue};
+use crate::anchor::EtcdService;
 
 impl Scenario {
     fn invalid(&self, what: impl Into<String>, reason: impl Into<String>) -> ScenarioError {
@@ -34,7 +35,9 @@ impl Scenario {
                 ));
             }
         }
-        let hosts = self.hosts();
+        self.validate_etcd(&servers)?;
+        let mut hosts = self.hosts();
+        hosts.extend(self.etcd.iter().map(|e| e.host.clone()));
         let known = |h: &str| h == CLIENT_HOST || hosts.iter().any(|k| k == h);
         let w = &self.workload;
         if w.concurrency == 0 || w.rpcs == 0 {
@@ -54,10 +57,76 @@ impl Scenario {
         for (i, fault) in self.faults.iter().enumerate() {
             self.validate_fault(i + 1, fault, &known)?;
         }
-        let expected = self.expect.connections.iter().flat_map(|m| m.keys());
-        let weighted = self.expect.weights.iter().flat_map(|m| m.keys());
-        if let Some(name) = expected.chain(weighted).find(|n| !names.contains(n)) {
+        let e = &self.expect;
+        let named = e.connections.iter().flat_map(|m| m.keys());
+        let named = named.chain(e.weights.iter().flat_map(|m| m.keys()));
+        let named = named.chain(e.no_rpcs_after_ms.iter().flat_map(|m| m.keys()));
+        let mut named = named.chain(e.connections_after.iter().flat_map(|m| m.keys()));
+        if let Some(name) = named.find(|n| !names.contains(n)) {
             return Err(self.invalid("expect", format!("no server is named {name:?}")));
+        }
+        if e.connections_after_ms.is_some() && e.connections_after.is_none() {
+            return Err(
+                self.invalid("expect", "`connections_after_ms` goes with `connections_after`")
+            );
+        }
+        let addresses = e
+            .unresolved_by_ms
+            .iter()
+            .flat_map(|m| m.keys())
+            .chain(e.final_addresses.iter().flatten());
+        for addr in addresses {
+            parse_address(addr).map_err(|reason| self.invalid("expect", reason))?;
+        }
+        if e.min_compacted_rereads.is_some() && !self.has_etcd_target() {
+            return Err(self.invalid("expect", "`min_compacted_rereads` needs an etcd:/// target"));
+        }
+        Ok(())
+    }
+
+    /// Whether the client's target uses the `etcd` scheme.
+    pub(crate) fn has_etcd_target(&self) -> bool {
+        self.client.target.to_ascii_lowercase().starts_with("etcd:")
+    }
+
+    /// `[etcd]` and everything that needs it: an `etcd:///` target, registering servers.
+    fn validate_etcd(&self, servers: &[Server]) -> Result<(), ScenarioError> {
+        let Some(etcd) = &self.etcd else {
+            if self.has_etcd_target() {
+                return Err(self.invalid("client.target", "an etcd:/// target needs [etcd]"));
+            }
+            if let Some(s) = servers.iter().find(|s| s.register.is_some()) {
+                return Err(self.invalid(format!("server {:?}", s.name), "`register` needs [etcd]"));
+            }
+            return Ok(());
+        };
+        if etcd.host == CLIENT_HOST || servers.iter().any(|s| s.host == etcd.host) {
+            return Err(self.invalid("etcd", format!("host {:?} is taken", etcd.host)));
+        }
+        if etcd.min_lease_ttl_s < 1 {
+            return Err(self.invalid("etcd", "min_lease_ttl_s must be at least 1"));
+        }
+        if self.has_etcd_target() {
+            let authority = self.client.target.split('/').nth(2).unwrap_or_default();
+            if !authority.is_empty() {
+                return Err(self.invalid(
+                    "client.target",
+                    "write etcd:///<service>#N: the simulation's etcd is [etcd], not the authority",
+                ));
+            }
+        }
+        for server in servers {
+            let Some(register) = &server.register else { continue };
+            let what = format!("server {:?}", server.name);
+            if register.ttl_s < 1 {
+                return Err(self.invalid(what, "register.ttl_s must be at least 1"));
+            }
+            if register.service.contains('#') {
+                return Err(self.invalid(what, "register.service cannot contain '#'"));
+            }
+            if let Err(error) = register.service.parse::<EtcdService>() {
+                return Err(self.invalid(what, format!("register.service: {error}")));
+            }
         }
         Ok(())
     }
@@ -69,6 +138,25 @@ impl Scenario {
         known: &dyn Fn(&str) -> bool,
     ) -> Result<(), ScenarioError> {
         let what = format!("fault {number} ({})", fault.describe());
+        let needs_server =
+            matches!(fault.action, Action::Register | Action::Deregister | Action::ExpireLease);
+        match (&fault.server, needs_server) {
+            (None, true) => return Err(self.invalid(what, "needs `server`")),
+            (Some(_), false) => return Err(self.invalid(what, "takes no `server`")),
+            (Some(name), true) => {
+                let registered =
+                    self.server_list().iter().any(|s| s.name == *name && s.register.is_some());
+                if !registered {
+                    return Err(
+                        self.invalid(what, format!("no server named {name:?} has `register`"))
+                    );
+                }
+            }
+            _ => {}
+        }
+        if fault.action == Action::Compact && self.etcd.is_none() {
+            return Err(self.invalid(what, "compact needs [etcd]"));
+        }
         let needs_host = matches!(fault.action, Action::Crash | Action::Restart | Action::Bounce);
         let needs_pair = matches!(
             fault.action,
@@ -120,7 +208,7 @@ impl Scenario {
 }
 
 fn unknown_host(host: &str) -> String {
-    format!("no host is named {host:?} (hosts are the servers' hosts and \"client\")")
+    format!("no host is named {host:?} (hosts are the servers', etcd's and \"client\")")
 }
 
 /// Parses `host:port` or `host:port{key=value,...}` (the form addresses print in), where a value
