@@ -145,6 +145,8 @@ pub struct Subchannel {
 struct Shared {
     id: SubchannelId,
     address: Address,
+    /// `address.addr` as a URI authority, parsed once for every request's `:authority`.
+    authority: Option<http::uri::Authority>,
     connect: ConnectSink,
     conn: Mutex<Option<SendRequest<tonic::body::Body>>>,
 }
@@ -167,6 +169,11 @@ impl Subchannel {
     /// The address it connects to.
     pub fn address(&self) -> &Address {
         &self.shared.address
+    }
+
+    /// The address as the authority of each request's URI; `None` if it is not a valid one.
+    pub(crate) fn authority(&self) -> Option<&http::uri::Authority> {
+        self.shared.authority.as_ref()
     }
 
     /// Asks an IDLE subchannel to connect. Ignored in any other state.
@@ -195,8 +202,15 @@ impl Subchannel {
     #[cfg(test)]
     pub(crate) fn recording(id: u64, address: Address, log: Arc<Mutex<Vec<String>>>) -> Self {
         let connect = ConnectSink::Log(log);
-        let shared = Shared { id: SubchannelId(id), address, connect, conn: Mutex::new(None) };
+        let shared = Shared::new(SubchannelId(id), address, connect);
         Self { shared: Arc::new(shared) }
+    }
+}
+
+impl Shared {
+    fn new(id: SubchannelId, address: Address, connect: ConnectSink) -> Self {
+        let authority = address.addr.parse().ok();
+        Self { id, address, authority, connect, conn: Mutex::new(None) }
     }
 }
 
@@ -248,7 +262,7 @@ pub(crate) fn spawn(
 ) -> Subchannel {
     let (connect, commands) = mpsc::unbounded_channel();
     let connect = ConnectSink::Task(connect);
-    let shared = Arc::new(Shared { id, address, connect, conn: Mutex::new(None) });
+    let shared = Arc::new(Shared::new(id, address, connect));
     let worker = Worker {
         id,
         addr: shared.address.addr.clone(),

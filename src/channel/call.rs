@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::client::conn::http2::SendRequest;
@@ -224,9 +225,12 @@ fn attempt_request(
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.headers_mut() = parts.headers.clone();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri = format!("http://{}{path}", sc.address().addr);
-    *request.uri_mut() = Uri::from_str(&uri).unwrap_or_else(|_| parts.uri.clone());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = sc.authority().cloned();
+    uri.path_and_query =
+        Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| parts.uri.clone());
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let value = format!("{}m", remaining.as_millis().max(1));
