@@ -71,16 +71,15 @@ impl Fixture<'_> {
         let target =
             Target::parse(&text, |s| s == self.builder.scheme()).map_err(|e| e.to_string())?;
         let _entered = self.runtime.enter();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let resolver =
-            self.builder.build(&target, UpdateSink::new(tx)).map_err(|e| e.to_string())?;
+        let (sink, rx) = UpdateSink::pair();
+        let resolver = self.builder.build(&target, sink).map_err(|e| e.to_string())?;
         Ok((resolver, Receiver(rx)))
     }
 
     fn next_state(&self, rx: &mut Receiver) -> Result<ResolverState, TestCaseError> {
         let next = self
             .runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(2), rx.0.recv()).await });
+            .block_on(async { tokio::time::timeout(Duration::from_secs(2), rx.0.next()).await });
         match next {
             Ok(Some(Ok(state))) => Ok(state),
             Ok(Some(Err(e))) => Err(TestCaseError::fail(format!("resolver error: {e}"))),
@@ -108,7 +107,7 @@ impl Fixture<'_> {
 }
 
 /// The resolver's update channel.
-struct Receiver(tokio::sync::mpsc::UnboundedReceiver<crate::resolver::ResolverEvent>);
+struct Receiver(crate::resolver::Updates);
 
 fn expected(case: &Case) -> Vec<(String, Option<u32>)> {
     case.addresses.iter().flat_map(|a| (0..case.count).map(move |i| (a.clone(), Some(i)))).collect()

@@ -60,8 +60,8 @@ fn resolve(
         Err(e) => return Outcome::Rejected(e.to_string()),
     };
     let _entered = runtime.enter();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let built = catch_unwind(AssertUnwindSafe(|| builder.build(&target, UpdateSink::new(tx))));
+    let (sink, mut rx) = UpdateSink::pair();
+    let built = catch_unwind(AssertUnwindSafe(|| builder.build(&target, sink)));
     let resolver = match built {
         Err(panic) => {
             let message = panic
@@ -74,7 +74,7 @@ fn resolve(
         Ok(Err(e)) => return Outcome::Rejected(e.to_string()),
         Ok(Ok(resolver)) => resolver,
     };
-    let first = runtime.block_on(tokio::time::timeout(Duration::from_secs(1), rx.recv()));
+    let first = runtime.block_on(tokio::time::timeout(Duration::from_secs(1), rx.next()));
     drop(resolver);
     match first {
         Ok(Some(Ok(state))) => Outcome::Addresses(state.addresses),

@@ -129,7 +129,40 @@ pub trait ChannelController {
     fn request_resolution(&mut self);
     /// The channel's seeded random number generator, for anything a policy randomises.
     fn rng(&mut self) -> &mut dyn RngCore;
+    /// A handle that asks the channel to call [`LbPolicy::exit_idle`] on its control task. An
+    /// IDLE policy puts it in its picker ([`IdlePicker`]), so the next RPC wakes the policy.
+    fn idle_exit(&mut self) -> IdleExit;
 }
+
+/// Asks the channel's control task to call [`LbPolicy::exit_idle`]. Cheap to clone; calling it
+/// from any task, any number of times, returns at once; requests that arrive before the control
+/// task runs coalesce into one.
+#[derive(Clone)]
+pub struct IdleExit(Arc<dyn Fn() + Send + Sync>);
+
+impl IdleExit {
+    /// A handle that runs `wake` on every request.
+    pub fn new(wake: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(wake))
+    }
+
+    /// Requests that the policy leave IDLE.
+    pub fn request(&self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for IdleExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdleExit")
+    }
+}
+
+/// A resolver state the policy cannot use (grpc-go's `ErrBadResolverState`), such as an empty
+/// address list. The resolver is told, and retries with backoff.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("balancer: resolver state rejected: {0}")]
+pub struct BadResolverState(pub String);
 
 /// A load-balancing policy.
 ///
@@ -143,11 +176,26 @@ pub trait ChannelController {
 pub trait LbPolicy: Send + fmt::Debug {
     /// The resolver produced a new address list (possibly empty). Duplicates by [`Address`]
     /// identity are the policy's to collapse.
-    fn resolver_update(&mut self, addresses: &[Address], controller: &mut dyn ChannelController);
+    ///
+    /// # Errors
+    /// [`BadResolverState`] when the policy cannot use the state (an empty list, for the
+    /// built-in policies). The policy has then already published TRANSIENT_FAILURE and
+    /// requested re-resolution; the channel tells the resolver, which retries with backoff.
+    fn resolver_update(
+        &mut self,
+        addresses: &[Address],
+        controller: &mut dyn ChannelController,
+    ) -> Result<(), BadResolverState>;
 
-    /// The resolver failed. A policy that is serving keeps serving; one that has nothing yet
-    /// reports TRANSIENT_FAILURE with the error.
+    /// The resolver failed. A policy that is serving keeps serving; one that has no addresses
+    /// reports TRANSIENT_FAILURE with the error. Either way it requests re-resolution.
     fn resolver_error(&mut self, error: &ResolverError, controller: &mut dyn ChannelController);
+
+    /// An RPC arrived while the policy was IDLE (its picker called [`IdleExit::request`]): start
+    /// connecting. Policies that are never IDLE ignore it (the default).
+    fn exit_idle(&mut self, controller: &mut dyn ChannelController) {
+        let _ = controller;
+    }
 
     /// `subchannel` entered `state`.
     fn subchannel_update(
@@ -179,6 +227,30 @@ impl Picker for QueuingPicker {
     }
 }
 
+/// A picker published in IDLE: the first RPC that picks asks the policy to leave IDLE, and every
+/// RPC queues until the next picker.
+#[derive(Debug)]
+pub struct IdlePicker {
+    exit: IdleExit,
+    requested: std::sync::atomic::AtomicBool,
+}
+
+impl IdlePicker {
+    /// A picker that calls `exit` on its first pick.
+    pub fn new(exit: IdleExit) -> Self {
+        Self { exit, requested: std::sync::atomic::AtomicBool::new(false) }
+    }
+}
+
+impl Picker for IdlePicker {
+    fn pick(&self, _: &PickInfo<'_>) -> PickResult {
+        if !self.requested.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.exit.request();
+        }
+        PickResult::Queue
+    }
+}
+
 /// A picker that fails every RPC with the same reason: published in TRANSIENT_FAILURE.
 #[derive(Debug)]
 pub struct FailingPicker(pub Arc<str>);
@@ -190,6 +262,11 @@ impl Picker for FailingPicker {
 }
 
 impl PickerUpdate {
+    /// IDLE with a picker that wakes the policy on the first RPC.
+    pub fn idle(exit: IdleExit) -> Self {
+        Self { state: ConnectivityState::Idle, picker: Arc::new(IdlePicker::new(exit)) }
+    }
+
     /// CONNECTING with a queuing picker.
     pub fn connecting() -> Self {
         Self { state: ConnectivityState::Connecting, picker: Arc::new(QueuingPicker) }

@@ -1,14 +1,30 @@
 //! `round_robin`: one subchannel per distinct address, RPCs spread over the READY ones
-//! (DESIGN §2.4).
+//! (DESIGN §2.4, gRFC A61).
 //!
 //! Every address gets its own subchannel, so a `pass` target's `a:1#2` (two addresses that
 //! differ only in their connection index) gets two connections and twice the share of RPCs.
 //! The picker cycles over READY subchannels only, from a start index drawn from the channel's
 //! seeded RNG (grpc-go starts at a random index too), and is rebuilt whenever a subchannel
-//! enters or leaves READY. With nothing READY and something still connecting, RPCs queue; once
-//! every subchannel is in TRANSIENT_FAILURE the policy reports TRANSIENT_FAILURE with the last
-//! connection error and stays there until one subchannel becomes READY (gRFC A61).
-//! Subchannels that go IDLE (a lost connection, or the end of a backoff) reconnect at once.
+//! enters or leaves READY. Subchannels that go IDLE (a lost connection, or the end of a backoff)
+//! reconnect at once.
+//!
+//! # Aggregate state
+//! Each subchannel has an *effective* state: what it last reported, except that once it has
+//! reported TRANSIENT_FAILURE it counts as TRANSIENT_FAILURE until it is READY again, even
+//! while it reconnects (gRFC A61: "sticky" TRANSIENT_FAILURE per subchannel). The policy then
+//! reports, as grpc-go's round_robin does:
+//! - READY if any subchannel is READY;
+//! - else CONNECTING if any is (effectively) CONNECTING or IDLE: RPCs queue;
+//! - else TRANSIENT_FAILURE with the latest connection error: fail-fast RPCs fail at once.
+//!
+//! So a list whose every address keeps failing fails fast for good, while an update that
+//! brings addresses that have never failed queues RPCs until they connect or fail.
+//!
+//! # Invariants
+//! - R1: every subchannel not READY is connecting or will reconnect when its backoff ends.
+//! - R2: the picker holds exactly the READY subchannels.
+//! - R3: re-resolution is requested when a READY connection is lost, a subchannel fails, the
+//!   resolver reports an error, or the list is empty (which is also rejected).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,20 +32,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rand::Rng;
 
 use super::{
-    ChannelController, ConnectionError, ConnectivityState, LbPolicy, PickInfo, PickResult, Picker,
-    PickerUpdate, Subchannel, SubchannelState,
+    BadResolverState, ChannelController, ConnectionError, ConnectivityState, LbPolicy, PickInfo,
+    PickResult, Picker, PickerUpdate, Subchannel, SubchannelState,
 };
 use crate::address::{Address, AddressMap};
 use crate::resolver::ResolverError;
 
+use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
+
 /// The `round_robin` policy.
 #[derive(Debug)]
 pub struct RoundRobin {
-    subchannels: AddressMap<(Subchannel, ConnectivityState)>,
+    subchannels: AddressMap<Entry>,
     last_error: Option<ConnectionError>,
     state: ConnectivityState,
-    /// The ids of the READY subchannels in the last published picker.
+    /// The READY subchannels in the last published picker.
     published_ready: Vec<Subchannel>,
+    /// The reason of the last failing picker published.
+    published_reason: String,
+}
+
+/// One subchannel and what the policy knows of it.
+#[derive(Debug)]
+struct Entry {
+    subchannel: Subchannel,
+    /// The state it last reported.
+    state: ConnectivityState,
+    /// Whether it failed since it was last READY.
+    sticky_failure: bool,
+}
+
+impl Entry {
+    fn effective(&self) -> ConnectivityState {
+        match self.state {
+            Ready => Ready,
+            _ if self.sticky_failure => TransientFailure,
+            state => state,
+        }
+    }
 }
 
 impl RoundRobin {
@@ -38,54 +78,52 @@ impl RoundRobin {
         Self {
             subchannels: AddressMap::new(),
             last_error: None,
-            state: ConnectivityState::Idle,
+            state: Idle,
             published_ready: Vec::new(),
+            published_reason: String::new(),
         }
     }
 
     fn ready(&self) -> Vec<Subchannel> {
         self.subchannels
             .iter()
-            .filter(|(_, (_, state))| *state == ConnectivityState::Ready)
-            .map(|(_, (sc, _))| sc.clone())
+            .filter(|(_, entry)| entry.state == Ready)
+            .map(|(_, entry)| entry.subchannel.clone())
             .collect()
     }
 
-    /// Publishes the picker for the current subchannel states if it changed.
+    /// Publishes the picker for the current subchannel states if it changed; a failing picker
+    /// is republished whenever asked, so its error stays the latest.
     fn update_picker(&mut self, controller: &mut dyn ChannelController) {
         let ready = self.ready();
         if !ready.is_empty() {
-            if self.state == ConnectivityState::Ready && ready == self.published_ready {
+            if self.state == Ready && ready == self.published_ready {
                 return;
             }
             let start = controller.rng().random_range(0..ready.len());
             let picker = Arc::new(RoundRobinPicker::new(ready.clone(), start));
-            self.publish(
-                PickerUpdate { state: ConnectivityState::Ready, picker },
-                ready,
-                controller,
-            );
+            self.publish(PickerUpdate { state: Ready, picker }, ready, controller);
             return;
         }
-        let all_failed = self
-            .subchannels
-            .iter()
-            .all(|(_, (_, state))| *state == ConnectivityState::TransientFailure);
-        // Sticky TRANSIENT_FAILURE: once every subchannel has failed, stay there (with the
-        // latest error) until one becomes READY, so fail-fast RPCs keep failing fast.
-        if all_failed || self.state == ConnectivityState::TransientFailure {
-            let reason = match &self.last_error {
-                Some(error) => format!(
-                    "round_robin: no READY subchannel among {}; last error: {error}",
-                    self.subchannels.len()
-                ),
-                None => {
-                    format!("round_robin: no READY subchannel among {}", self.subchannels.len())
-                }
-            };
+        let connecting =
+            self.subchannels.iter().any(|(_, e)| matches!(e.effective(), Connecting | Idle));
+        if connecting {
+            if self.state != Connecting {
+                self.publish(PickerUpdate::connecting(), ready, controller);
+            }
+            return;
+        }
+        let count = self.subchannels.len();
+        let reason = match &self.last_error {
+            Some(error) => {
+                format!("round_robin: no READY subchannel among {count}; last error: {error}")
+            }
+            None => format!("round_robin: no READY subchannel among {count}"),
+        };
+        // Republished whenever the error changes, so fail-fast RPCs see the latest one.
+        if self.state != TransientFailure || self.published_reason != reason {
+            self.published_reason.clone_from(&reason);
             self.publish(PickerUpdate::failing(reason), ready, controller);
-        } else if self.state != ConnectivityState::Connecting {
-            self.publish(PickerUpdate::connecting(), ready, controller);
         }
     }
 
@@ -108,16 +146,20 @@ impl Default for RoundRobin {
 }
 
 impl LbPolicy for RoundRobin {
-    fn resolver_update(&mut self, addresses: &[Address], controller: &mut dyn ChannelController) {
+    fn resolver_update(
+        &mut self,
+        addresses: &[Address],
+        controller: &mut dyn ChannelController,
+    ) -> Result<(), BadResolverState> {
         let mut old = std::mem::take(&mut self.subchannels);
         for address in addresses {
             if self.subchannels.contains(address) {
                 continue; // a duplicate in the same update: one subchannel (DESIGN §2.3)
             }
             let entry = old.remove(address).unwrap_or_else(|| {
-                let sc = controller.new_subchannel(address);
-                sc.connect();
-                (sc, ConnectivityState::Idle)
+                let subchannel = controller.new_subchannel(address);
+                subchannel.connect();
+                Entry { subchannel, state: Idle, sticky_failure: false }
             });
             self.subchannels.insert(address.clone(), entry);
         }
@@ -126,9 +168,11 @@ impl LbPolicy for RoundRobin {
         if self.subchannels.is_empty() {
             let reason = "round_robin: the resolver returned no addresses";
             self.publish(PickerUpdate::failing(reason), Vec::new(), controller);
-            return;
+            controller.request_resolution();
+            return Err(BadResolverState(reason.to_owned()));
         }
         self.update_picker(controller);
+        Ok(())
     }
 
     fn resolver_error(&mut self, error: &ResolverError, controller: &mut dyn ChannelController) {
@@ -136,6 +180,7 @@ impl LbPolicy for RoundRobin {
             let reason = format!("round_robin: no addresses: {error}");
             self.publish(PickerUpdate::failing(reason), Vec::new(), controller);
         }
+        controller.request_resolution();
     }
 
     fn subchannel_update(
@@ -144,21 +189,26 @@ impl LbPolicy for RoundRobin {
         state: &SubchannelState,
         controller: &mut dyn ChannelController,
     ) {
-        let Some((_, entry_state)) = self.subchannels.get_mut(subchannel.address()) else {
+        let Some(entry) = self.subchannels.get_mut(subchannel.address()) else {
             return;
         };
-        let previous = std::mem::replace(entry_state, state.state);
+        if entry.subchannel != *subchannel {
+            return;
+        }
+        let previous = std::mem::replace(&mut entry.state, state.state);
         match state.state {
-            ConnectivityState::Idle => {
-                if previous == ConnectivityState::Ready {
+            Idle => {
+                if previous == Ready {
                     controller.request_resolution();
                 }
                 subchannel.connect();
             }
-            ConnectivityState::TransientFailure => {
+            TransientFailure => {
+                entry.sticky_failure = true;
                 self.last_error = state.error.clone();
                 controller.request_resolution();
             }
+            Ready => entry.sticky_failure = false,
             _ => {}
         }
         self.update_picker(controller);
@@ -189,12 +239,11 @@ impl Picker for RoundRobinPicker {
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use ConnectivityState::*;
 
     fn given_list(list: &[&str]) -> (RoundRobin, RecordingController) {
         let mut policy = RoundRobin::new();
         let mut cc = RecordingController::new();
-        policy.resolver_update(&addrs(list), &mut cc);
+        let _ = policy.resolver_update(&addrs(list), &mut cc);
         (policy, cc)
     }
 
@@ -289,7 +338,7 @@ mod tests {
         move_to(&mut policy, &mut cc, 0, state(Ready));
         move_to(&mut policy, &mut cc, 1, state(Ready));
         cc.take_log();
-        policy.resolver_update(&addrs(&["b:1", "c:1"]), &mut cc);
+        policy.resolver_update(&addrs(&["b:1", "c:1"]), &mut cc).unwrap();
         assert_eq!(cc.take_log(), ["new sc2 c:1", "connect sc2", "picker READY"]);
         assert_eq!(cc.picks(3), ["sc1", "sc1", "sc1"], "a removed address must leave the picker");
     }
@@ -299,5 +348,42 @@ mod tests {
         let (_policy, cc) = given_list(&[]);
         assert_eq!(cc.state(), TransientFailure);
         assert!(cc.picks(1)[0].contains("no addresses"));
+    }
+
+    /// Regression: after every subchannel failed, an update with all-new addresses left the
+    /// policy in TRANSIENT_FAILURE, so fail-fast RPCs failed although nothing had been tried.
+    #[test]
+    fn round_robin_reports_connecting_after_an_update_that_brings_all_new_addresses() {
+        let (mut policy, mut cc) = given_list(&["a:1", "b:1"]);
+        move_to(&mut policy, &mut cc, 0, failure("a:1"));
+        move_to(&mut policy, &mut cc, 1, failure("b:1"));
+        assert_eq!(cc.state(), TransientFailure);
+        policy.resolver_update(&addrs(&["c:1", "d:1"]), &mut cc).unwrap();
+        assert_eq!(
+            cc.state(),
+            Connecting,
+            "new addresses that never failed must queue RPCs, not fail them"
+        );
+        assert_eq!(cc.picks(1), ["queue"]);
+        move_to(&mut policy, &mut cc, 2, failure("c:1"));
+        move_to(&mut policy, &mut cc, 3, failure("d:1"));
+        assert_eq!(cc.state(), TransientFailure, "and fail again once they have all failed");
+    }
+
+    #[test]
+    fn round_robin_keeps_the_failure_error_current_while_every_subchannel_fails() {
+        let (mut policy, mut cc) = given_list(&["a:1"]);
+        move_to(&mut policy, &mut cc, 0, failure("a:1"));
+        move_to(&mut policy, &mut cc, 0, state(Idle));
+        move_to(&mut policy, &mut cc, 0, failure("a2:1"));
+        assert!(cc.picks(1)[0].contains("a2:1"), "RPCs must see the latest connection error");
+    }
+
+    #[test]
+    fn round_robin_rejects_an_empty_list_and_requests_reresolution() {
+        let mut policy = RoundRobin::new();
+        let mut cc = RecordingController::new();
+        assert!(policy.resolver_update(&[], &mut cc).is_err(), "an empty list must be rejected");
+        assert!(cc.take_log().contains(&"resolve_now".to_owned()), "R3: empty list re-resolves");
     }
 }

@@ -82,6 +82,11 @@ impl ChannelController for RecordingController {
     fn rng(&mut self) -> &mut dyn RngCore {
         &mut self.rng
     }
+
+    fn idle_exit(&mut self) -> IdleExit {
+        let log = self.log.clone();
+        IdleExit::new(move || lock(&log).push("exit_idle".to_owned()))
+    }
 }
 
 /// A state with no error.

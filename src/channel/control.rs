@@ -1,30 +1,46 @@
 //! The channel's control task: the one place that owns the resolver, the policy and the
 //! subchannel table, and handles their events one at a time (the model of the official `grpc`
 //! crate). Nothing here is shared with RPCs except what it publishes: the picker and the
-//! service config, through `watch` channels.
+//! service config.
+//!
+//! # Inputs, all bounded
+//! - resolver states and errors, through a one-slot mailbox where the latest wins
+//!   ([`Updates`]);
+//! - subchannel state reports, one per transition, from the subchannels' tasks;
+//! - exit-idle requests from IDLE pickers, coalesced into one flag;
+//! - the channel's close.
+//!
+//! # Graceful policy switch
+//! When the service config selects another policy, the new one is built as *pending*: it gets
+//! the address list and creates its own subchannels while the *current* one keeps serving with
+//! its picker. The pending policy takes over (and the current one, with its subchannels, is
+//! dropped) as soon as it publishes a state other than CONNECTING, or the current one is not
+//! READY (grpc-go's `gracefulswitch` balancer). Each subchannel is tagged with the policy that
+//! created it, so its reports reach only that policy.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::{ChannelEvent, EventSink};
 use crate::address::Address;
 use crate::balancer::subchannel::{self, StateEvent, WeakSubchannel};
 use crate::balancer::{
-    ChannelController, LbPolicy, PickerUpdate, Subchannel, SubchannelConfig, SubchannelId,
-    policy_for,
+    ChannelController, ConnectivityState, IdleExit, LbPolicy, PickerUpdate, Subchannel,
+    SubchannelConfig, SubchannelId, policy_for,
 };
 use crate::connector::Connector;
-use crate::resolver::{Resolver, ResolverEvent, ResolverState};
+use crate::resolver::{Resolver, ResolverState, Updates, Verdict};
 use crate::service_config::{LoadBalancingConfig, ServiceConfig};
 
 /// What the control task needs to start.
 pub(super) struct Control {
     pub(super) resolver: Box<dyn Resolver>,
-    pub(super) resolver_rx: mpsc::UnboundedReceiver<ResolverEvent>,
+    pub(super) updates: Updates,
     pub(super) default_config: Arc<ServiceConfig>,
     pub(super) config_tx: watch::Sender<Arc<ServiceConfig>>,
     pub(super) controller: Controller,
@@ -32,10 +48,28 @@ pub(super) struct Control {
     pub(super) closed: oneshot::Receiver<()>,
 }
 
-/// The [`ChannelController`] the policy talks to.
+/// Which policy a call, a subchannel or a picker belongs to.
+type Generation = u64;
+
+/// A policy and what the control task knows of it.
+struct Slot {
+    config: LoadBalancingConfig,
+    policy: Box<dyn LbPolicy>,
+    generation: Generation,
+}
+
+/// The exit-idle flag shared with IDLE pickers, and the wake-up of the control task.
+#[derive(Debug, Default)]
+pub(super) struct IdleRequest {
+    requested: AtomicBool,
+    wake: Notify,
+}
+
+/// The [`ChannelController`] the policies talk to.
 pub(super) struct Controller {
     pub(super) next_id: u64,
-    pub(super) subchannels: BTreeMap<SubchannelId, WeakSubchannel>,
+    /// Every live subchannel with the generation of the policy that created it.
+    pub(super) subchannels: BTreeMap<SubchannelId, (WeakSubchannel, Generation)>,
     pub(super) picker_tx: Arc<super::published::Published>,
     pub(super) resolve_now: bool,
     pub(super) rng: ChaCha8Rng,
@@ -43,6 +77,15 @@ pub(super) struct Controller {
     pub(super) connector: Arc<dyn Connector>,
     pub(super) state_tx: mpsc::UnboundedSender<StateEvent>,
     pub(super) events: EventSink,
+    pub(super) idle: Arc<IdleRequest>,
+    /// The policy being called now.
+    pub(super) calling: Generation,
+    /// The generation of the current policy, whose pickers are published.
+    pub(super) current: Generation,
+    /// The state the current policy last published.
+    pub(super) current_state: ConnectivityState,
+    /// The last picker of the pending policy, held back until it takes over.
+    pub(super) pending_picker: Option<PickerUpdate>,
 }
 
 impl ChannelController for Controller {
@@ -58,16 +101,17 @@ impl ChannelController for Controller {
             self.state_tx.clone(),
             seed,
         );
-        self.subchannels.insert(id, sc.downgrade());
+        self.subchannels.insert(id, (sc.downgrade(), self.calling));
         self.events.emit(ChannelEvent::SubchannelCreated { id, address: address.clone() });
         sc
     }
 
     fn update_picker(&mut self, update: PickerUpdate) {
-        let state = update.state;
-        self.picker_tx.publish(update);
-        // Emitted after publishing, so an observer that sees it knows RPCs now use this picker.
-        self.events.emit(ChannelEvent::Picker { state });
+        if self.calling != self.current {
+            self.pending_picker = Some(update);
+            return;
+        }
+        self.publish(update);
     }
 
     fn request_resolution(&mut self) {
@@ -77,17 +121,66 @@ impl ChannelController for Controller {
     fn rng(&mut self) -> &mut dyn RngCore {
         &mut self.rng
     }
+
+    fn idle_exit(&mut self) -> IdleExit {
+        let idle = self.idle.clone();
+        IdleExit::new(move || {
+            idle.requested.store(true, Ordering::Release);
+            idle.wake.notify_one();
+        })
+    }
+}
+
+impl Controller {
+    fn publish(&mut self, update: PickerUpdate) {
+        let state = update.state;
+        self.current_state = state;
+        self.picker_tx.publish(update);
+        // Emitted after publishing, so an observer that sees it knows RPCs now use this picker.
+        self.events.emit(ChannelEvent::Picker { state });
+    }
+}
+
+/// The current policy and the one waiting to replace it.
+#[derive(Default)]
+struct Policies {
+    current: Option<Slot>,
+    pending: Option<Slot>,
+    next_generation: Generation,
+}
+
+impl Policies {
+    /// The newest policy: resolver updates and exit-idle requests go here.
+    fn latest(&mut self) -> Option<&mut Slot> {
+        match self.pending {
+            Some(ref mut pending) => Some(pending),
+            None => self.current.as_mut(),
+        }
+    }
 }
 
 impl Control {
     pub(super) async fn run(mut self) {
-        let mut policy: Option<(LoadBalancingConfig, Box<dyn LbPolicy>)> = None;
+        let mut policies = Policies::default();
+        let idle = self.controller.idle.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = &mut self.closed => break,
-                Some(event) = self.state_rx.recv() => self.subchannel_event(event, &mut policy),
-                Some(event) = self.resolver_rx.recv() => self.resolver_event(event, &mut policy),
+                Some(event) = self.state_rx.recv() => self.subchannel_event(event, &mut policies),
+                events = self.updates.recv() => {
+                    for (event, verdict) in events {
+                        match event {
+                            Ok(state) => self.resolver_update(state, verdict, &mut policies),
+                            Err(error) => self.resolver_error(&error, &mut policies),
+                        }
+                    }
+                }
+                () = idle.wake.notified() => {
+                    if idle.requested.swap(false, Ordering::AcqRel) {
+                        self.call(&mut policies, |policy, cc| policy.exit_idle(cc));
+                    }
+                }
                 else => break,
             }
             if std::mem::take(&mut self.controller.resolve_now) {
@@ -98,13 +191,43 @@ impl Control {
         self.controller.picker_tx.close();
     }
 
-    fn subchannel_event(
+    /// Calls the latest policy, then lets a pending policy take over if it may.
+    fn call<R>(
         &mut self,
-        event: StateEvent,
-        policy: &mut Option<(LoadBalancingConfig, Box<dyn LbPolicy>)>,
-    ) {
-        let Some(sc) = self.controller.subchannels.get(&event.id).and_then(WeakSubchannel::upgrade)
-        else {
+        policies: &mut Policies,
+        f: impl FnOnce(&mut dyn LbPolicy, &mut Controller) -> R,
+    ) -> Option<R> {
+        let slot = policies.latest()?;
+        self.controller.calling = slot.generation;
+        let result = f(slot.policy.as_mut(), &mut self.controller);
+        self.maybe_swap(policies);
+        Some(result)
+    }
+
+    /// The pending policy takes over once it is not CONNECTING, or once the current policy is
+    /// not READY (grpc-go's graceful switch).
+    fn maybe_swap(&mut self, policies: &mut Policies) {
+        let Some(update) = &self.controller.pending_picker else { return };
+        if policies.pending.is_none() {
+            self.controller.pending_picker = None;
+            return;
+        }
+        let pending_ready = update.state != ConnectivityState::Connecting;
+        if !pending_ready && self.controller.current_state == ConnectivityState::Ready {
+            return;
+        }
+        let pending = policies.pending.take().expect("checked above");
+        self.controller.current = pending.generation;
+        // The old policy and its subchannels shut down as it drops here.
+        policies.current = Some(pending);
+        if let Some(update) = self.controller.pending_picker.take() {
+            self.controller.publish(update);
+        }
+    }
+
+    fn subchannel_event(&mut self, event: StateEvent, policies: &mut Policies) {
+        let owner = self.controller.subchannels.get(&event.id);
+        let Some((sc, generation)) = owner.and_then(|(weak, g)| Some((weak.upgrade()?, *g))) else {
             // The policy dropped this subchannel; its late reports mean nothing now.
             self.controller.subchannels.remove(&event.id);
             return;
@@ -115,36 +238,31 @@ impl Control {
             state: event.state.state,
             error: event.state.error.as_ref().map(ToString::to_string),
         });
-        if let Some((_, policy)) = policy {
-            policy.subchannel_update(&sc, &event.state, &mut self.controller);
+        let slot = [policies.current.as_mut(), policies.pending.as_mut()]
+            .into_iter()
+            .flatten()
+            .find(|slot| slot.generation == generation);
+        if let Some(slot) = slot {
+            self.controller.calling = generation;
+            slot.policy.subchannel_update(&sc, &event.state, &mut self.controller);
+            self.maybe_swap(policies);
         }
     }
 
-    fn resolver_event(
-        &mut self,
-        event: ResolverEvent,
-        policy: &mut Option<(LoadBalancingConfig, Box<dyn LbPolicy>)>,
-    ) {
-        match event {
-            Ok(state) => self.resolver_update(state, policy),
-            Err(error) => {
-                self.controller
-                    .events
-                    .emit(ChannelEvent::ResolverError { error: error.to_string() });
-                let current = policy.get_or_insert_with(|| {
-                    let config = *self.default_config.load_balancing();
-                    let built = policy_for(&config);
-                    (config, built)
-                });
-                current.1.resolver_error(&error, &mut self.controller);
-            }
+    fn resolver_error(&mut self, error: &crate::resolver::ResolverError, policies: &mut Policies) {
+        self.controller.events.emit(ChannelEvent::ResolverError { error: error.to_string() });
+        if policies.current.is_none() {
+            let config = *self.default_config.load_balancing();
+            self.install(config, policies);
         }
+        self.call(policies, |policy, cc| policy.resolver_error(error, cc));
     }
 
     fn resolver_update(
         &mut self,
         state: ResolverState,
-        policy: &mut Option<(LoadBalancingConfig, Box<dyn LbPolicy>)>,
+        verdict: Option<Verdict>,
+        policies: &mut Policies,
     ) {
         self.controller.events.emit(ChannelEvent::Resolved { addresses: state.addresses.clone() });
         // A config from the resolver beats the default one; an invalid one keeps what we had
@@ -159,12 +277,41 @@ impl Control {
         };
         let lb = *config.load_balancing();
         self.config_tx.send_replace(config);
-        if policy.as_ref().is_none_or(|(current, _)| *current != lb) {
-            // Switching policy: the old one and its subchannels shut down as it drops.
-            *policy = Some((lb, policy_for(&lb)));
+        self.install(lb, policies);
+        let addresses = &state.addresses;
+        let result = self.call(policies, |policy, cc| policy.resolver_update(addresses, cc));
+        if let Some(Err(rejected)) = &result {
+            self.controller
+                .events
+                .emit(ChannelEvent::ResolverStateRejected { error: rejected.to_string() });
         }
-        if let Some((_, policy)) = policy {
-            policy.resolver_update(&state.addresses, &mut self.controller);
+        if let Some(verdict) = verdict {
+            let _ = verdict.send(result.unwrap_or(Ok(())));
+        }
+    }
+
+    /// Makes `config` the latest policy: the first one becomes current at once; a different
+    /// one becomes pending (replacing an older pending one); going back to the current one
+    /// drops the pending one.
+    fn install(&mut self, config: LoadBalancingConfig, policies: &mut Policies) {
+        let generation = policies.next_generation;
+        let slot = || Slot { config, policy: policy_for(&config), generation };
+        match (&policies.current, &policies.pending) {
+            (None, _) => {
+                policies.next_generation += 1;
+                self.controller.current = generation;
+                policies.current = Some(slot());
+            }
+            (Some(current), _) if current.config == config => {
+                policies.pending = None;
+                self.controller.pending_picker = None;
+            }
+            (_, Some(pending)) if pending.config == config => {}
+            (Some(_), _) => {
+                policies.next_generation += 1;
+                self.controller.pending_picker = None;
+                policies.pending = Some(slot());
+            }
         }
     }
 }

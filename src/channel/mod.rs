@@ -107,6 +107,11 @@ pub enum ChannelEvent {
         /// The error's message.
         error: String,
     },
+    /// The policy rejected the resolver's state (an empty list, say); the resolver is told.
+    ResolverStateRejected {
+        /// Why.
+        error: String,
+    },
     /// The policy asked the resolver to resolve again.
     ResolveNow,
     /// The policy created a subchannel.
@@ -268,8 +273,8 @@ impl ChannelBuilder {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let call_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
 
-        let (resolver_tx, resolver_rx) = mpsc::unbounded_channel();
-        let resolver = builder.build(&target, UpdateSink::new(resolver_tx))?;
+        let (sink, updates) = UpdateSink::pair();
+        let resolver = builder.build(&target, sink)?;
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
         let published = Arc::new(published::Published::new(PickerUpdate::connecting()));
@@ -285,10 +290,15 @@ impl ChannelBuilder {
             connector: self.connector,
             state_tx,
             events: self.events,
+            idle: Arc::default(),
+            calling: 0,
+            current: 0,
+            current_state: ConnectivityState::Connecting,
+            pending_picker: None,
         };
         let control = control::Control {
             resolver,
-            resolver_rx,
+            updates,
             default_config,
             config_tx,
             controller,

@@ -419,7 +419,6 @@ async fn sleep_until(at: Option<Instant>) {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
 
     use super::*;
     use crate::etcd::memory::MemoryEtcd;
@@ -441,8 +440,8 @@ mod tests {
     async fn targets_with_a_bad_service_or_bad_endpoints_are_refused_at_build() {
         let builder = EtcdBuilder::default();
         let build = |target: &str| {
-            let (tx, _rx) = mpsc::unbounded_channel();
-            builder.build(&parse(target), UpdateSink::new(tx)).map(|_| ()).unwrap_err()
+            let (sink, _updates) = UpdateSink::pair();
+            builder.build(&parse(target), sink).map(|_| ()).unwrap_err()
         };
         assert!(matches!(build("etcd:///#3"), ResolverError::EtcdService(_)));
         assert!(matches!(build("etcd:///svc#0"), ResolverError::EtcdService(_)));
@@ -460,10 +459,10 @@ mod tests {
         let builder = EtcdBuilder::new(EtcdClientBuilder::default().endpoints(endpoints))
             .min_resolve_interval(interval);
         let stats = builder.stats();
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (sink, mut updates) = UpdateSink::pair();
         let started = Instant::now();
-        let mut resolver = builder.build(&parse("etcd:///svc"), UpdateSink::new(tx)).unwrap();
-        rx.recv().await.unwrap().expect("an empty service resolves to no addresses");
+        let mut resolver = builder.build(&parse("etcd:///svc"), sink).unwrap();
+        updates.next().await.unwrap().expect("an empty service resolves to no addresses");
         wait_until("the watch is created", || stats.snapshot().watches == 1).await;
 
         for _ in 0..5 {

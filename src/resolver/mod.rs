@@ -11,12 +11,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 
 use crate::address::Address;
 use crate::anchor::{AnchorError, ServiceError};
+use crate::balancer::BadResolverState;
+use crate::balancer::subchannel::lock;
 use crate::etcd::EndpointsError;
 use crate::service_config::{ServiceConfig, ServiceConfigError};
 use crate::target::Target;
@@ -107,13 +109,46 @@ pub enum ResolverError {
 /// One message from a resolver to its channel.
 pub(crate) type ResolverEvent = Result<ResolverState, ResolverError>;
 
+/// Why the channel did not take a state sent with [`UpdateSink::apply`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// The load-balancing policy rejected the state (grpc-go's `ErrBadResolverState`), for
+    /// example an empty address list. The resolver should resolve again after a backoff.
+    #[error(transparent)]
+    Rejected(#[from] BadResolverState),
+    /// The channel is gone: the resolver should stop.
+    #[error("resolver: the channel is closed")]
+    Closed,
+}
+
+/// What the policy said of a state; `Ok` also when a newer state replaced it unread.
+pub(crate) type Verdict = oneshot::Sender<Result<(), BadResolverState>>;
+
 /// A rewrite applied to every state sent through an [`UpdateSink`].
 type Transform = Arc<dyn Fn(ResolverState) -> ResolverState + Send + Sync>;
+
+/// The one-slot mailbox between a resolver and its channel. A resolver can send faster than the
+/// channel reads, so nothing queues: a new state replaces an unread one (latest wins), and an
+/// error replaces an unread error. An error sent after an unread state is kept beside it and
+/// read after it; a state sent after an unread error makes that error obsolete.
+#[derive(Debug, Default)]
+struct Mailbox {
+    slot: Mutex<Slot>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    state: Option<(ResolverState, Option<Verdict>)>,
+    error: Option<ResolverError>,
+    closed: bool,
+}
 
 /// Where a resolver sends its updates. Cheap to clone; a resolver may keep it in its own tasks.
 #[derive(Clone)]
 pub struct UpdateSink {
-    tx: mpsc::UnboundedSender<ResolverEvent>,
+    mailbox: Arc<Mailbox>,
     transform: Option<Transform>,
 }
 
@@ -123,9 +158,67 @@ impl fmt::Debug for UpdateSink {
     }
 }
 
+/// The channel's end of an [`UpdateSink`]. Nothing queues between the two: a state replaces an
+/// unread state (latest wins) and an error replaces an unread error; an error sent after an
+/// unread state is read after it, and a state makes an unread error obsolete. Dropping it
+/// closes the sink.
+#[derive(Debug)]
+pub struct Updates {
+    mailbox: Arc<Mailbox>,
+}
+
+impl Updates {
+    /// Waits for what the resolver sent since the last call: at most one state (with the
+    /// channel through which to answer it) and then at most one error.
+    pub(crate) async fn recv(&mut self) -> Vec<(ResolverEvent, Option<Verdict>)> {
+        loop {
+            let events = self.take();
+            if !events.is_empty() {
+                return events;
+            }
+            self.mailbox.wake.notified().await;
+        }
+    }
+
+    /// What is waiting, without waiting.
+    fn take(&mut self) -> Vec<(ResolverEvent, Option<Verdict>)> {
+        let mut slot = lock(&self.mailbox.slot);
+        let mut events = Vec::new();
+        if let Some((state, verdict)) = slot.state.take() {
+            events.push((Ok(state), verdict));
+        }
+        if let Some(error) = slot.error.take() {
+            events.push((Err(error), None));
+        }
+        events
+    }
+
+    /// Waits for the next state or error alone, answering any state as accepted: for code that
+    /// drives a resolver without a channel (the audit kit, tests). `None` never happens while
+    /// the sink is alive; it is there so callers can use `timeout(…)` uniformly.
+    pub async fn next(&mut self) -> Option<Result<ResolverState, ResolverError>> {
+        let (event, verdict) = self.recv().await.into_iter().next()?;
+        if let Some(verdict) = verdict {
+            let _ = verdict.send(Ok(()));
+        }
+        Some(event)
+    }
+}
+
+impl Drop for Updates {
+    fn drop(&mut self) {
+        let mut slot = lock(&self.mailbox.slot);
+        slot.closed = true;
+        slot.state = None;
+        slot.error = None;
+    }
+}
+
 impl UpdateSink {
-    pub(crate) fn new(tx: mpsc::UnboundedSender<ResolverEvent>) -> Self {
-        Self { tx, transform: None }
+    /// A connected sink and the channel's end of it.
+    pub fn pair() -> (UpdateSink, Updates) {
+        let mailbox = Arc::new(Mailbox::default());
+        (Self { mailbox: mailbox.clone(), transform: None }, Updates { mailbox })
     }
 
     /// A sink that applies `rewrite` to every state before passing it on (after any rewrite
@@ -138,26 +231,70 @@ impl UpdateSink {
             None => Arc::new(rewrite),
             Some(outer) => Arc::new(move |state| outer(rewrite(state))),
         };
-        Self { tx: self.tx, transform: Some(transform) }
+        Self { mailbox: self.mailbox, transform: Some(transform) }
     }
 
-    /// Sends a whole new state. Returns false once the channel is gone: the resolver should stop.
-    pub fn update(&self, state: ResolverState) -> bool {
+    fn put_state(&self, state: ResolverState, verdict: Option<Verdict>) -> bool {
         let state = match &self.transform {
             Some(rewrite) => rewrite(state),
             None => state,
         };
-        self.tx.send(Ok(state)).is_ok()
+        {
+            let mut slot = lock(&self.mailbox.slot);
+            if slot.closed {
+                return false;
+            }
+            // A replaced state's verdict sender drops here: its waiter reads that as taken.
+            slot.state = Some((state, verdict));
+            slot.error = None;
+        }
+        self.mailbox.wake.notify_one();
+        true
     }
 
-    /// Reports an error. Returns false once the channel is gone: the resolver should stop.
+    /// Sends a whole new state, replacing one the channel has not read yet. Returns false once
+    /// the channel is gone: the resolver should stop.
+    pub fn update(&self, state: ResolverState) -> bool {
+        self.put_state(state, None)
+    }
+
+    /// Sends a whole new state and waits for the load-balancing policy's answer, as grpc-go's
+    /// `ClientConn.UpdateState` returns one.
+    ///
+    /// # Errors
+    /// [`UpdateError::Rejected`] when the policy could not use the state (the resolver should
+    /// retry with backoff, as the `dns` resolver does); [`UpdateError::Closed`] once the channel
+    /// is gone. A state replaced by a newer one before the channel read it counts as taken.
+    pub async fn apply(&self, state: ResolverState) -> Result<(), UpdateError> {
+        let (tx, rx) = oneshot::channel();
+        if !self.put_state(state, Some(tx)) {
+            return Err(UpdateError::Closed);
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rejected)) => Err(UpdateError::Rejected(rejected)),
+            Err(_) if self.is_closed() => Err(UpdateError::Closed),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Reports an error, replacing an unread one. Returns false once the channel is gone: the
+    /// resolver should stop.
     pub fn error(&self, error: ResolverError) -> bool {
-        self.tx.send(Err(error)).is_ok()
+        {
+            let mut slot = lock(&self.mailbox.slot);
+            if slot.closed {
+                return false;
+            }
+            slot.error = Some(error);
+        }
+        self.mailbox.wake.notify_one();
+        true
     }
 
     /// Whether the channel is gone.
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        lock(&self.mailbox.slot).closed
     }
 }
 
@@ -166,9 +303,12 @@ impl UpdateSink {
 /// # Contract
 /// - Owned by the channel's control task; dropped when the channel closes, and dropping it must
 ///   stop every task it started (they may also stop when [`UpdateSink::update`] returns false).
-/// - `resolve_now` is called from the control task when a connection is lost or a connect
-///   attempt fails. It is a hint: it must return at once, and the resolver may ignore it or
-///   rate-limit it.
+/// - `resolve_now` is called from the control task when the policy asks for re-resolution (a
+///   lost connection, a failed pass, a resolver error, an empty list). It is a hint: it must
+///   return at once, and the resolver may ignore it or rate-limit it.
+/// - A resolver whose resolution failed, or whose state the policy rejected
+///   ([`UpdateSink::apply`] returned [`UpdateError::Rejected`]), retries by itself with
+///   exponential backoff; `resolve_now` does not cut that backoff short.
 pub trait Resolver: Send + fmt::Debug {
     /// Asks for a fresh resolution.
     fn resolve_now(&mut self);

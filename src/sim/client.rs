@@ -272,6 +272,9 @@ fn describe(event: &ChannelEvent) -> String {
             format!("resolved [{}]", list.join(", "))
         }
         ChannelEvent::ResolverError { error } => format!("resolver error: {error}"),
+        ChannelEvent::ResolverStateRejected { error } => {
+            format!("resolver state rejected: {error}")
+        }
         ChannelEvent::ResolveNow => "resolve_now".to_owned(),
         ChannelEvent::SubchannelCreated { id, address } => format!("{id} created for {address}"),
         ChannelEvent::SubchannelState { id, address, state, error } => match error {
