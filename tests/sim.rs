@@ -68,6 +68,8 @@ scenarios!(
     partition_heal_keepalive,
     pick_first_default,
     pick_first_failover,
+    pick_first_reorder_one_returns,
+    pick_first_update_during_backoff,
     resolver_updates,
     restart_storm,
     slow_server,
