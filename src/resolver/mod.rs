@@ -417,3 +417,60 @@ pub(crate) struct StaticResolver;
 impl Resolver for StaticResolver {
     fn resolve_now(&mut self) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(addr: &str) -> ResolverState {
+        ResolverState::from_addresses(vec![Address::new(addr)])
+    }
+
+    fn read(updates: &mut Updates) -> Vec<String> {
+        updates
+            .take()
+            .into_iter()
+            .map(|(event, _)| match event {
+                Ok(state) => state.addresses[0].addr.clone(),
+                Err(error) => error.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unread_states_coalesce_so_the_channel_reads_only_the_latest() {
+        let (sink, mut updates) = UpdateSink::pair();
+        for i in 0..10_000 {
+            assert!(sink.update(state(&format!("h{i}:1"))));
+        }
+        assert_eq!(read(&mut updates), ["h9999:1"], "nothing may queue up behind the latest");
+        assert!(read(&mut updates).is_empty());
+    }
+
+    #[test]
+    fn an_error_after_an_unread_state_is_read_after_it_and_a_state_clears_an_unread_error() {
+        let (sink, mut updates) = UpdateSink::pair();
+        sink.update(state("a:1"));
+        sink.error(ResolverError::Manual("down".into()));
+        assert_eq!(read(&mut updates), ["a:1", "manual resolver: down"], "nothing is lost");
+        sink.error(ResolverError::Manual("down".into()));
+        sink.update(state("b:1"));
+        assert_eq!(read(&mut updates), ["b:1"], "a newer state makes the error obsolete");
+    }
+
+    #[tokio::test]
+    async fn apply_returns_the_policy_verdict_and_closed_once_the_channel_is_gone() {
+        let (sink, mut updates) = UpdateSink::pair();
+        let answer = tokio::spawn(async move {
+            let (_, verdict) = updates.recv().await.remove(0);
+            verdict.unwrap().send(Err(BadResolverState("empty".into()))).unwrap();
+            updates
+        });
+        let verdict = sink.apply(state("a:1")).await;
+        assert!(matches!(verdict, Err(UpdateError::Rejected(_))), "got {verdict:?}");
+        drop(answer.await.unwrap());
+        assert!(sink.is_closed());
+        assert_eq!(sink.apply(state("a:1")).await, Err(UpdateError::Closed));
+        assert!(!sink.update(state("a:1")), "update must say the channel is gone");
+    }
+}
