@@ -23,10 +23,10 @@
 //! # Invariants
 //! - READY means the server has spoken HTTP/2; a TCP peer that never does stays CONNECTING
 //!   until the connect timeout (the one timeout that bounds dial, handshake and preface).
-//! - A sender is published ([`Subchannel::sender`]) only while READY.
+//! - A sender is published (`Subchannel::sender`) only while READY.
 //! - Every attempt ends within its timeout, and a failed or abandoned attempt closes its socket.
 //! - Every state change is delivered to the control task, in order, none lost: the event
-//!   channel is bounded ([`STATE_EVENT_CAPACITY`]) and the task waits for room.
+//!   channel is bounded (`STATE_EVENT_CAPACITY`) and the task waits for room.
 //! - Connect requests coalesce: at most one is pending, and extra ones are dropped, since one
 //!   is enough to leave IDLE.
 //! - The task never panics on its configuration: its arithmetic saturates.
