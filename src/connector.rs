@@ -8,6 +8,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -22,6 +23,10 @@ pub type BoxedIo = Box<dyn Io>;
 /// The future a [`Connector`] returns.
 pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxedIo>> + Send>>;
 
+/// gRFC A8's least HTTP/2 keep-alive interval a client may use against real servers (10 s):
+/// servers punish more frequent PINGs with GOAWAY `too_many_pings`.
+pub const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Opens connections to addresses.
 ///
 /// # Contract
@@ -35,6 +40,17 @@ pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<BoxedIo>> + Send
 pub trait Connector: Send + Sync + fmt::Debug + 'static {
     /// Starts connecting to `addr`.
     fn connect(&self, addr: &str) -> ConnectFuture;
+
+    /// The least keep-alive interval a channel over this connector uses: a smaller interval
+    /// given to [`ChannelBuilder::keepalive`](crate::channel::ChannelBuilder::keepalive) is
+    /// raised to it, with a warning. Default [`MIN_KEEPALIVE_INTERVAL`] (gRFC A8).
+    ///
+    /// Override it only for a simulated network whose servers accept any PING rate: simulations
+    /// need sub-second keep-alive, because a simulated partition wedges a connection until
+    /// keep-alive kills it. Never override it for a connector that reaches real servers.
+    fn min_keepalive_interval(&self) -> Duration {
+        MIN_KEEPALIVE_INTERVAL
+    }
 }
 
 /// Dials real TCP with tokio, with `TCP_NODELAY` set.

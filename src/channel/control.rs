@@ -44,7 +44,7 @@ pub(super) struct Control {
     pub(super) default_config: Arc<ServiceConfig>,
     pub(super) config_tx: watch::Sender<Arc<ServiceConfig>>,
     pub(super) controller: Controller,
-    pub(super) state_rx: mpsc::UnboundedReceiver<StateEvent>,
+    pub(super) state_rx: mpsc::Receiver<StateEvent>,
     pub(super) closed: oneshot::Receiver<()>,
 }
 
@@ -75,7 +75,7 @@ pub(super) struct Controller {
     pub(super) rng: ChaCha8Rng,
     pub(super) config: Arc<SubchannelConfig>,
     pub(super) connector: Arc<dyn Connector>,
-    pub(super) state_tx: mpsc::UnboundedSender<StateEvent>,
+    pub(super) state_tx: mpsc::Sender<StateEvent>,
     pub(super) events: EventSink,
     pub(super) idle: Arc<IdleRequest>,
     /// The policy being called now.

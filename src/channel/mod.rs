@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::address::Address;
 use crate::balancer::{
     ConnectivityState, PickerUpdate, SubchannelConfig, SubchannelId,
-    subchannel::{BackoffConfig, KeepAlive},
+    subchannel::{self, BackoffConfig, ConfigError, KeepAlive},
 };
 use crate::connector::{Connector, TcpConnector};
 use crate::resolver::{Registry, ResolverBuilder, ResolverError, UpdateSink};
@@ -85,6 +85,10 @@ pub enum ChannelError {
         /// The target's scheme.
         scheme: String,
     },
+    /// A subchannel setting (backoff, connect timeout, keep-alive) is out of range; the error
+    /// names the setting and its allowed range.
+    #[error("channel: {0}")]
+    Subchannel(#[from] ConfigError),
     /// `build` was called outside a tokio runtime.
     #[error("channel: build must be called inside a tokio runtime (the channel spawns tasks)")]
     NoRuntime,
@@ -223,18 +227,24 @@ impl ChannelBuilder {
     }
 
     /// Sets the reconnect backoff. Default: [`BackoffConfig::default`] (1 s, ×1.6, ±20 %, 120 s).
+    /// Checked by [`build`](Self::build) (see [`BackoffConfig::validate`]).
     pub fn backoff(mut self, backoff: BackoffConfig) -> Self {
         self.subchannel.backoff = backoff;
         self
     }
 
-    /// Sets the minimum connect timeout. Default: 20 s.
+    /// Sets the minimum connect timeout: how long a connect attempt (dial, HTTP/2 handshake and
+    /// the server's preface) is given at least. Default: 20 s. [`build`](Self::build) rejects
+    /// zero and anything over [`MAX_SETTING_DURATION`](subchannel::MAX_SETTING_DURATION).
     pub fn min_connect_timeout(mut self, timeout: Duration) -> Self {
         self.subchannel.min_connect_timeout = timeout;
         self
     }
 
-    /// Turns on HTTP/2 keep-alive. Default: off.
+    /// Turns on HTTP/2 keep-alive. Default: off. [`build`](Self::build) rejects a zero or
+    /// over-long interval or timeout, and raises an interval below gRFC A8's 10 s minimum to
+    /// 10 s with a warning, as grpc-go does (a simulated network's connector lowers that floor:
+    /// [`Connector::min_keepalive_interval`]).
     pub fn keepalive(mut self, keepalive: KeepAlive) -> Self {
         self.subchannel.keepalive = Some(keepalive);
         self
@@ -258,9 +268,14 @@ impl ChannelBuilder {
     ///
     /// # Errors
     /// [`ChannelError::Target`] for a malformed target, [`ChannelError::Resolver`] when the
-    /// resolver rejects it (a bad anchor list, say), [`ChannelError::NoRuntime`] outside tokio.
+    /// resolver rejects it (a bad anchor list, say), [`ChannelError::Subchannel`] for a
+    /// backoff, connect timeout or keep-alive setting out of range, [`ChannelError::NoRuntime`]
+    /// outside tokio.
     pub fn build(self) -> Result<Channel, ChannelError> {
         tokio::runtime::Handle::try_current().map_err(|_| ChannelError::NoRuntime)?;
+        self.subchannel.validate()?;
+        let subchannel_config =
+            self.subchannel.with_keepalive_floor(self.connector.min_keepalive_interval());
         let registry = &self.registry;
         let target = Target::parse(&self.target, |scheme| registry.has_scheme(scheme))?;
         let builder = registry
@@ -278,7 +293,7 @@ impl ChannelBuilder {
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
         let published = Arc::new(published::Published::new(PickerUpdate::connecting()));
-        let (state_tx, state_rx) = mpsc::unbounded_channel();
+        let (state_tx, state_rx) = mpsc::channel(subchannel::STATE_EVENT_CAPACITY);
         let (close_tx, closed) = oneshot::channel();
         let controller = control::Controller {
             next_id: 0,
@@ -286,7 +301,7 @@ impl ChannelBuilder {
             picker_tx: published.clone(),
             resolve_now: false,
             rng,
-            config: Arc::new(self.subchannel),
+            config: Arc::new(subchannel_config),
             connector: self.connector,
             state_tx,
             events: self.events,

@@ -155,6 +155,10 @@ impl Connector for SharedConnector {
     fn connect(&self, addr: &str) -> ConnectFuture {
         self.0.connect(addr)
     }
+
+    fn min_keepalive_interval(&self) -> Duration {
+        self.0.min_keepalive_interval()
+    }
 }
 
 /// A thin etcd v3 client: KV, lease and watch operations over one [`Channel`] to a list of

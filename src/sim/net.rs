@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
@@ -37,6 +38,12 @@ impl Connector for TurmoilConnector {
                 .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
             Ok(Box::new(stream) as BoxedIo)
         })
+    }
+
+    /// None: simulated servers accept any PING rate, and scenarios need keep-alive far below
+    /// gRFC A8's 10 s to end wedged connections quickly.
+    fn min_keepalive_interval(&self) -> Duration {
+        Duration::ZERO
     }
 }
 

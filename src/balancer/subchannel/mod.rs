@@ -1,33 +1,64 @@
 //! Subchannels: one HTTP/2 connection to one address, with gRPC connectivity states (DESIGN §2.5).
 //!
 //! A [`Subchannel`] is a cheap handle. Behind it runs one task that owns the connection: it
-//! waits in IDLE until asked to connect, dials through the channel's
-//! [`Connector`], performs the HTTP/2 handshake with hyper, and
-//! reports every state change to the channel's control task. Owning the connection is what lets
-//! us see these states; tonic's own `Channel` hides them.
+//! waits in IDLE until asked to connect, dials through the channel's [`Connector`], performs the
+//! HTTP/2 handshake with hyper, waits for the server's preface, and reports every state change
+//! to the channel's control task. Owning the connection is what lets us see these states;
+//! tonic's own `Channel` hides them.
 //!
-//! Transitions (gRPC's connection-backoff doc and gRFC A62):
+//! # States (gRPC's connectivity-semantics and connection-backoff docs, gRFC A62)
 //! - IDLE → CONNECTING when [`Subchannel::connect`] is called.
-//! - CONNECTING → READY when the handshake completes; the reconnect backoff resets.
-//! - CONNECTING → TRANSIENT_FAILURE when the connect fails or its timeout fires; after the backoff
-//!   (initial 1 s, ×1.6, ±20 % jitter, at most 120 s) → IDLE, so the policy decides whether to retry.
-//! - READY → IDLE when the connection is lost (closed by the peer, or killed by keep-alive).
-//! - Any state → SHUTDOWN when the last handle is dropped. RPCs already in flight on the
+//! - CONNECTING → READY when the server's first frame, a SETTINGS frame (RFC 9113 §3.4), has
+//!   been read; the reconnect backoff resets.
+//! - CONNECTING → TRANSIENT_FAILURE when the dial fails, the handshake fails, the server's first
+//!   frame is not SETTINGS, or the connect timeout fires before the server has spoken; after the
+//!   backoff (initial 1 s, ×1.6, ±20 %, at most 120 s) → IDLE, so the policy decides whether to
+//!   retry.
+//! - READY → IDLE when the connection is lost (closed by the peer, GOAWAY, or killed by
+//!   keep-alive). A GOAWAY with ENHANCE_YOUR_CALM and `too_many_pings` doubles the keep-alive
+//!   interval of this subchannel's later connections (gRFC A8).
+//! - Any state → SHUTDOWN when the last handle is dropped. RPCs already in flight on a READY
 //!   connection finish; the connection closes once they have.
+//!
+//! # Invariants
+//! - READY means the server has spoken HTTP/2; a TCP peer that never does stays CONNECTING
+//!   until the connect timeout (the one timeout that bounds dial, handshake and preface).
+//! - A sender is published (`Subchannel::sender`) only while READY.
+//! - Every attempt ends within its timeout, and a failed or abandoned attempt closes its socket.
+//! - Every state change is delivered to the control task, in order, none lost: the event
+//!   channel is bounded (`STATE_EVENT_CAPACITY`) and the task waits for room.
+//! - Connect requests coalesce: at most one is pending, and extra ones are dropped, since one
+//!   is enough to leave IDLE.
+//! - The task never panics on its configuration: its arithmetic saturates.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rand::{Rng, SeedableRng};
+use hyper::client::conn::http2::SendRequest;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{ConnectivityState, SubchannelState};
 use crate::address::Address;
 use crate::connector::Connector;
+
+mod config;
+mod connect;
+
+pub(crate) use config::Backoff;
+pub use config::{
+    BackoffConfig, ConfigError, KeepAlive, MAX_SETTING_DURATION, MIN_KEEPALIVE_INTERVAL,
+    SubchannelConfig,
+};
+use connect::{Connected, Ended};
+
+/// How many state events the subchannels of one channel may have queued for its control task
+/// before their tasks wait. Each connect attempt produces at most three events, and the control
+/// task handles them at once, so the queue stays short; the bound only keeps a stalled control
+/// task from growing it without limit.
+pub(crate) const STATE_EVENT_CAPACITY: usize = 64;
 
 /// A subchannel's id, unique within its channel and assigned in creation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -77,64 +108,6 @@ pub enum ConnectionError {
     },
 }
 
-/// Reconnect backoff (gRPC's connection-backoff doc).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackoffConfig {
-    /// Delay after the first failure. Default 1 s.
-    pub initial: Duration,
-    /// Factor applied after each further failure. Default 1.6.
-    pub multiplier: f64,
-    /// Relative jitter, drawn uniformly from `[-jitter, +jitter]`. Default 0.2.
-    pub jitter: f64,
-    /// Upper bound on the delay before jitter. Default 120 s.
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            multiplier: 1.6,
-            jitter: 0.2,
-            max: Duration::from_secs(120),
-        }
-    }
-}
-
-/// HTTP/2 keep-alive: PING every `interval`, close the connection when a PING is not answered
-/// within `timeout`. Without it a connection wedged by a partition never dies.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KeepAlive {
-    /// Time between PINGs. gRPC's clients commonly use 10 s or more against real servers.
-    pub interval: Duration,
-    /// How long to wait for the PING's acknowledgement.
-    pub timeout: Duration,
-    /// Whether to PING while no RPC is in flight.
-    pub while_idle: bool,
-}
-
-/// How subchannels connect; shared by all subchannels of a channel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubchannelConfig {
-    /// Reconnect backoff. Default: [`BackoffConfig::default`].
-    pub backoff: BackoffConfig,
-    /// The least time a connect attempt (dial and handshake) is given; the attempt's timeout is
-    /// the larger of this and the current backoff. Default 20 s (gRPC's `MIN_CONNECT_TIMEOUT`).
-    pub min_connect_timeout: Duration,
-    /// HTTP/2 keep-alive. Default: off, as in gRPC.
-    pub keepalive: Option<KeepAlive>,
-}
-
-impl Default for SubchannelConfig {
-    fn default() -> Self {
-        Self {
-            backoff: BackoffConfig::default(),
-            min_connect_timeout: Duration::from_secs(20),
-            keepalive: None,
-        }
-    }
-}
-
 /// A handle to one subchannel. Clones share the subchannel; it shuts down when the last handle
 /// is dropped. Equality is by [`SubchannelId`].
 #[derive(Clone)]
@@ -153,8 +126,9 @@ struct Shared {
 
 /// Where [`Subchannel::connect`] requests go.
 enum ConnectSink {
-    /// To the subchannel's task; the channel closes when the last handle drops.
-    Task(mpsc::UnboundedSender<()>),
+    /// To the subchannel's task, with room for one pending request; the channel closes when
+    /// the last handle drops.
+    Task(mpsc::Sender<()>),
     /// Into a policy test's log of what the policy asked for.
     #[cfg(test)]
     Log(Arc<Mutex<Vec<String>>>),
@@ -176,12 +150,13 @@ impl Subchannel {
         self.shared.authority.as_ref()
     }
 
-    /// Asks an IDLE subchannel to connect. Ignored in any other state.
+    /// Asks an IDLE subchannel to connect. Ignored in any other state. Never blocks.
     pub fn connect(&self) {
         match &self.shared.connect {
-            // The task is gone only after SHUTDOWN, when connecting means nothing.
+            // A full queue already holds a request, which is all IDLE needs; the task is gone
+            // only after SHUTDOWN, when connecting means nothing.
             ConnectSink::Task(task) => {
-                let _ = task.send(());
+                let _ = task.try_send(());
             }
             #[cfg(test)]
             ConnectSink::Log(log) => lock(log).push(format!("connect {}", self.id())),
@@ -257,10 +232,10 @@ pub(crate) fn spawn(
     address: Address,
     config: Arc<SubchannelConfig>,
     connector: Arc<dyn Connector>,
-    events: mpsc::UnboundedSender<StateEvent>,
+    events: mpsc::Sender<StateEvent>,
     rng_seed: u64,
 ) -> Subchannel {
-    let (connect, commands) = mpsc::unbounded_channel();
+    let (connect, commands) = mpsc::channel(1);
     let connect = ConnectSink::Task(connect);
     let shared = Arc::new(Shared::new(id, address, connect));
     let worker = Worker {
@@ -268,6 +243,7 @@ pub(crate) fn spawn(
         addr: shared.address.addr.clone(),
         conn: Arc::downgrade(&shared),
         backoff: Backoff::new(config.backoff.clone(), ChaCha8Rng::seed_from_u64(rng_seed)),
+        keepalive: config.keepalive.clone(),
         config,
         connector,
         commands,
@@ -284,8 +260,11 @@ struct Worker {
     config: Arc<SubchannelConfig>,
     connector: Arc<dyn Connector>,
     backoff: Backoff,
-    commands: mpsc::UnboundedReceiver<()>,
-    events: mpsc::UnboundedSender<StateEvent>,
+    /// The keep-alive of the next connection: the configured one, doubled after each
+    /// `too_many_pings` GOAWAY.
+    keepalive: Option<KeepAlive>,
+    commands: mpsc::Receiver<()>,
+    events: mpsc::Sender<StateEvent>,
 }
 
 /// How waiting inside a state ended.
@@ -300,60 +279,78 @@ impl Worker {
     async fn run(mut self) {
         // IDLE: wait for a connect request.
         while self.commands.recv().await.is_some() {
-            self.report(ConnectivityState::Connecting, None);
+            self.report(ConnectivityState::Connecting, None).await;
             let timeout = self.config.min_connect_timeout.max(self.backoff.current());
-            let dial = dial(self.connector.clone(), self.addr.clone(), self.config.clone());
-            let attempt = tokio::time::timeout(timeout, dial);
+            let attempt = connect::connect(
+                self.connector.clone(),
+                self.addr.clone(),
+                self.keepalive.clone(),
+                timeout,
+            );
             let outcome = match self.until_shutdown(attempt).await {
                 Wake::Shutdown => break,
-                Wake::Done(Ok(result)) => result,
-                Wake::Done(Err(_)) => {
-                    Err(ConnectionError::Timeout { addr: self.addr.clone(), timeout })
-                }
+                Wake::Done(outcome) => outcome,
             };
             match outcome {
-                Ok((sender, closed)) => {
-                    if !self.serve(sender, closed).await {
+                Ok(connected) => {
+                    if !self.serve(connected).await {
                         break;
                     }
                 }
                 Err(error) => {
-                    self.report(ConnectivityState::TransientFailure, Some(error));
-                    let delay = self.backoff.next_delay();
+                    self.report(ConnectivityState::TransientFailure, Some(error)).await;
+                    let delay = self.backoff.next_delay().min(MAX_SETTING_DURATION);
                     if let Wake::Shutdown = self.until_shutdown(tokio::time::sleep(delay)).await {
                         break;
                     }
-                    self.report(ConnectivityState::Idle, None);
+                    self.report(ConnectivityState::Idle, None).await;
                 }
             }
         }
-        self.report(ConnectivityState::Shutdown, None);
+        self.report(ConnectivityState::Shutdown, None).await;
     }
 
     /// READY: publishes the sender and waits until the connection ends (→ IDLE, returns true)
     /// or the subchannel shuts down (returns false).
-    async fn serve(
-        &mut self,
-        sender: SendRequest<tonic::body::Body>,
-        closed: oneshot::Receiver<String>,
-    ) -> bool {
+    async fn serve(&mut self, connected: Connected) -> bool {
         let Some(shared) = self.conn.upgrade() else { return false };
-        *lock(&shared.conn) = Some(sender);
+        *lock(&shared.conn) = Some(connected.sender);
         drop(shared);
         self.backoff.reset();
-        self.report(ConnectivityState::Ready, None);
-        let wake = self.until_shutdown(closed).await;
+        self.report(ConnectivityState::Ready, None).await;
+        let wake = self.until_shutdown(connected.driver).await;
         if let Some(shared) = self.conn.upgrade() {
             *lock(&shared.conn) = None;
         }
         match wake {
             Wake::Shutdown => false,
-            Wake::Done(reason) => {
-                let reason = reason.unwrap_or_else(|_| "connection task ended".to_owned());
-                let error = ConnectionError::Lost { addr: self.addr.clone(), reason };
-                self.report(ConnectivityState::Idle, Some(error));
+            Wake::Done(ended) => {
+                let ended = ended.unwrap_or_else(|_| Ended {
+                    reason: "connection task ended".to_owned(),
+                    too_many_pings: false,
+                });
+                if ended.too_many_pings {
+                    self.slow_down_keepalive();
+                }
+                let error = ConnectionError::Lost { addr: self.addr.clone(), reason: ended.reason };
+                self.report(ConnectivityState::Idle, Some(error)).await;
                 true
             }
+        }
+    }
+
+    /// gRFC A8: the server found our PINGs too frequent, so later connections PING half as
+    /// often (saturating at [`MAX_SETTING_DURATION`]).
+    fn slow_down_keepalive(&mut self) {
+        if let Some(keepalive) = &mut self.keepalive {
+            let doubled = keepalive.interval.saturating_mul(2).min(MAX_SETTING_DURATION);
+            tracing::warn!(
+                subchannel = %self.id,
+                addr = %self.addr,
+                interval = ?doubled,
+                "server sent GOAWAY too_many_pings; doubling the keep-alive interval"
+            );
+            keepalive.interval = doubled;
         }
     }
 
@@ -374,75 +371,12 @@ impl Worker {
         }
     }
 
-    fn report(&self, state: ConnectivityState, error: Option<ConnectionError>) {
+    /// Delivers a state change to the control task, waiting for room in the event queue; a
+    /// closed queue means the channel is gone and nobody listens.
+    async fn report(&self, state: ConnectivityState, error: Option<ConnectionError>) {
         tracing::debug!(subchannel = %self.id, addr = %self.addr, %state, error = ?error, "subchannel state");
-        let _ =
-            self.events.send(StateEvent { id: self.id, state: SubchannelState { state, error } });
-    }
-}
-
-/// Dials and performs the HTTP/2 handshake; on success the connection is driven by its own
-/// task, which sends the reason it ended on the returned receiver.
-async fn dial(
-    connector: Arc<dyn Connector>,
-    addr: String,
-    config: Arc<SubchannelConfig>,
-) -> Result<(SendRequest<tonic::body::Body>, oneshot::Receiver<String>), ConnectionError> {
-    let io = connector
-        .connect(&addr)
-        .await
-        .map_err(|e| ConnectionError::Connect { addr: addr.clone(), reason: e.to_string() })?;
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
-    if let Some(keepalive) = &config.keepalive {
-        builder
-            .keep_alive_interval(keepalive.interval)
-            .keep_alive_timeout(keepalive.timeout)
-            .keep_alive_while_idle(keepalive.while_idle);
-    }
-    let (sender, connection) = builder
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| ConnectionError::Handshake { addr: addr.clone(), reason: e.to_string() })?;
-    let (done, closed) = oneshot::channel();
-    tokio::spawn(async move {
-        let reason = match connection.await {
-            Ok(()) => "closed".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        let _ = done.send(reason);
-    });
-    Ok((sender, closed))
-}
-
-/// Exponential backoff with seeded jitter.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    config: BackoffConfig,
-    current: Duration,
-    rng: ChaCha8Rng,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: BackoffConfig, rng: ChaCha8Rng) -> Self {
-        Self { current: config.initial, config, rng }
-    }
-
-    fn current(&self) -> Duration {
-        self.current
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.current = self.config.initial;
-    }
-
-    /// The delay before the next attempt, with jitter; grows the base for the one after.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = base.mul_f64(self.config.multiplier).min(self.config.max);
-        let jitter = self.config.jitter;
-        let factor = if jitter > 0.0 { 1.0 + self.rng.random_range(-jitter..=jitter) } else { 1.0 };
-        base.mul_f64(factor.max(0.0))
+        let event = StateEvent { id: self.id, state: SubchannelState { state, error } };
+        let _ = self.events.send(event).await;
     }
 }
 
@@ -454,39 +388,75 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::io;
 
-    #[test]
-    fn backoff_grows_by_the_multiplier_up_to_the_cap_and_resets() {
-        let config = BackoffConfig {
-            initial: Duration::from_secs(1),
-            multiplier: 2.0,
-            jitter: 0.0,
-            max: Duration::from_secs(5),
-        };
-        let mut backoff = Backoff::new(config, ChaCha8Rng::seed_from_u64(1));
-        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 5, 5], "backoff must multiply and stop at max");
-        backoff.reset();
-        assert_eq!(backoff.next_delay().as_secs(), 1, "READY must reset the backoff");
+    use super::*;
+    use crate::connector::ConnectFuture;
+
+    /// Fails every dial at once.
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl Connector for Refusing {
+        fn connect(&self, addr: &str) -> ConnectFuture {
+            let error = io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr} refused"));
+            Box::pin(async move { Err(error) })
+        }
     }
 
-    #[test]
-    fn backoff_jitter_stays_within_bounds_and_is_seeded() {
-        let draw = |seed| {
-            let mut backoff =
-                Backoff::new(BackoffConfig::default(), ChaCha8Rng::seed_from_u64(seed));
-            (0..20).map(|_| backoff.next_delay()).collect::<Vec<_>>()
+    fn refusing_config() -> Arc<SubchannelConfig> {
+        let backoff = BackoffConfig {
+            initial: Duration::from_millis(1),
+            multiplier: 1.0,
+            jitter: 0.0,
+            max: Duration::from_millis(1),
         };
-        let delays = draw(7);
-        assert_eq!(delays, draw(7), "the same seed must give the same jitter");
-        let mut base = Duration::from_secs(1);
-        for delay in delays {
-            assert!(
-                delay >= base.mul_f64(0.8) && delay <= base.mul_f64(1.2),
-                "{delay:?} vs {base:?}"
-            );
-            base = base.mul_f64(1.6).min(Duration::from_secs(120));
+        Arc::new(SubchannelConfig { backoff, ..Default::default() })
+    }
+
+    /// Regression: connect requests went into an unbounded queue, so a policy calling
+    /// `connect` in a loop grew it without limit.
+    #[tokio::test]
+    async fn invariant_connect_requests_coalesce_into_one_pending_request() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let shared = Shared::new(SubchannelId(0), Address::new("a:1"), ConnectSink::Task(tx));
+        let subchannel = Subchannel { shared: Arc::new(shared) };
+        for _ in 0..1000 {
+            subchannel.connect();
         }
+        assert_eq!(rx.len(), 1, "a thousand connect calls must leave one pending request");
+        rx.recv().await.expect("the request must be there");
+        subchannel.connect();
+        assert_eq!(rx.len(), 1, "a consumed request must make room for the next one");
+    }
+
+    /// Regression: state events went into an unbounded queue, so a stalled control task let a
+    /// failing subchannel queue reports without limit.
+    #[tokio::test]
+    async fn invariant_state_reports_wait_for_room_and_none_is_lost() {
+        let (events, mut reports) = mpsc::channel(2);
+        let subchannel = spawn(
+            SubchannelId(0),
+            Address::new("a:1"),
+            refusing_config(),
+            Arc::new(Refusing),
+            events,
+            1,
+        );
+        subchannel.connect();
+        // The subchannel fails and backs off every millisecond; nobody reads its reports.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(reports.len(), 2, "a stalled control task must hold the queue at its bound");
+        let mut states = Vec::new();
+        for _ in 0..3 {
+            states.push(reports.recv().await.expect("a report").state.state);
+        }
+        use ConnectivityState::*;
+        assert_eq!(
+            states,
+            [Connecting, TransientFailure, Idle],
+            "reports must arrive in order and none may be lost while the queue is full"
+        );
+        drop(subchannel);
     }
 }
