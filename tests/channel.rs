@@ -104,6 +104,40 @@ struct KillRun {
     failures: Vec<tonic::Status>,
     /// The servers that answered RPCs started after the kill.
     answered_after_kill: Vec<String>,
+    /// RPCs the victim had recorded just after the kill, once it settled.
+    victim_rpcs_at_kill: u64,
+}
+
+impl KillRun {
+    /// Asserts that the kill took effect: the victim refuses new connections, every connection
+    /// it accepted is closed, it recorded no RPC after the kill, and RPCs went on after it (so
+    /// the kill landed in the middle of the load, not after it).
+    async fn assert_the_kill_took_effect(&self, victim: &TestServer, name: &str) {
+        let refused = tokio::time::timeout(Duration::from_secs(2), async {
+            while tokio::net::TcpStream::connect(victim.addr).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        refused.await.expect("a killed server must refuse new connections");
+        let stats = victim.stats();
+        assert!(stats.connections_accepted > 0, "{name} must have been connected before the kill");
+        assert_eq!(
+            stats.connections_closed, stats.connections_accepted,
+            "every connection of a killed server must be closed"
+        );
+        assert_eq!(
+            stats.rpcs, self.victim_rpcs_at_kill,
+            "no RPC may reach a killed server after the kill"
+        );
+        assert!(
+            !self.answered_after_kill.is_empty(),
+            "RPCs must go on after the kill, or the kill tested nothing"
+        );
+        assert!(
+            self.answered_after_kill.iter().all(|server| server != name),
+            "no RPC started after the kill may be served by the killed server"
+        );
+    }
 }
 
 /// Runs `workers` concurrent RPC loops of `per_worker` RPCs each and kills `victim` once
@@ -144,7 +178,11 @@ async fn load_with_kill(
     waited.await.expect("the load must reach the kill point within 10 s");
     victim.kill();
     killed.store(true, SeqCst);
-    let mut run = KillRun { failures: Vec::new(), answered_after_kill: Vec::new() };
+    // Handlers already running when the serving task was aborted may still count their RPC.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let victim_rpcs_at_kill = victim.stats().rpcs;
+    let mut run =
+        KillRun { failures: Vec::new(), answered_after_kill: Vec::new(), victim_rpcs_at_kill };
     for task in tasks {
         let (failures, after) = task.await.unwrap();
         run.failures.extend(failures);
@@ -153,6 +191,8 @@ async fn load_with_kill(
     run
 }
 
+/// Regression: this test passed even when the kill never happened; it now checks that the
+/// kill took effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_server_loses_no_rpc_with_a_retry_policy_and_survivors_take_the_rest() {
     let (a, b) = (TestServer::start("a").await, TestServer::start("b").await);
@@ -167,6 +207,7 @@ async fn a_killed_server_loses_no_rpc_with_a_retry_policy_and_survivors_take_the
     let (channel, ready) = build_counting_ready(builder);
     ready.wait_for(3).await;
     let run = load_with_kill(channel, &b, 4, 100, 120).await;
+    run.assert_the_kill_took_effect(&b, "b").await;
     assert!(run.failures.is_empty(), "with a retry policy no RPC may fail: {:?}", run.failures);
     assert!(run.answered_after_kill.len() >= 200, "most of the load must run after the kill");
     assert!(
@@ -176,6 +217,8 @@ async fn a_killed_server_loses_no_rpc_with_a_retry_policy_and_survivors_take_the
     assert!(b.stats().rpcs > 0, "b must have served RPCs before it was killed");
 }
 
+/// Regression: this test passed even when the kill never happened; it now checks that the
+/// kill took effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_retry_policy_only_in_flight_rpcs_fail_each_with_a_status() {
     let (a, b) = (TestServer::start("a").await, TestServer::start("b").await);
@@ -187,7 +230,9 @@ async fn without_a_retry_policy_only_in_flight_rpcs_fail_each_with_a_status() {
     let (channel, ready) = build_counting_ready(builder);
     ready.wait_for(2).await;
     let workers = 4;
-    let failures = load_with_kill(channel, &b, workers, 100, 120).await.failures;
+    let run = load_with_kill(channel, &b, workers, 100, 120).await;
+    run.assert_the_kill_took_effect(&b, "b").await;
+    let failures = run.failures;
     assert!(
         failures.len() <= workers,
         "at most the {workers} in-flight RPCs may fail, got {}: {failures:?}",

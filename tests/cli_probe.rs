@@ -79,3 +79,57 @@ async fn probe_rejects_a_malformed_target_naming_the_item() {
     assert_eq!(code, 2);
     assert!(stderr.contains(r#"item 1 ("127.0.0.1:1#0")"#), "got {stderr}");
 }
+
+/// Regression: `--timeout 1e300` panicked converting to a duration (exit 101).
+#[tokio::test]
+async fn probe_rejects_a_timeout_outside_zero_to_one_day_with_exit_2() {
+    for bad in ["1e300", "0", "-1", "nan", "inf", "86401"] {
+        let args = vec!["pass:///127.0.0.1:1".into(), format!("--timeout={bad}")];
+        let (code, _, stderr) = probe(args).await;
+        assert_eq!(code, 2, "--timeout {bad} must be a usage error: {stderr}");
+        assert!(
+            stderr.contains("--timeout") && stderr.contains("86400"),
+            "the error must name the flag and its range: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_with_wait_for_ready_succeeds_once_a_server_comes_up() {
+    let addr = support::unused_addr().await;
+    let args = vec![
+        format!("pass:///{addr}"),
+        "--wait-for-ready".into(),
+        "--timeout".into(),
+        "30".into(),
+        "--rpcs".into(),
+        "5".into(),
+        "--json".into(),
+    ];
+    let probing = tokio::spawn(probe(args));
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(!probing.is_finished(), "probe must wait while nothing listens");
+    let server = TestServer::start_at("late", addr).await;
+    let (code, stdout, stderr) = probing.await.unwrap();
+    assert_eq!(code, 0, "wait-for-ready RPCs must succeed once the server is up: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["ok"], 5, "every RPC must succeed: {report}");
+    assert_eq!(server.stats().rpcs, 5, "the late server must have served them");
+}
+
+#[tokio::test]
+async fn probe_without_wait_for_ready_fails_fast_and_prints_the_connection_error() {
+    let addr = support::unused_addr().await;
+    let args = vec![format!("pass:///{addr}"), "--timeout".into(), "20".into()];
+    let started = std::time::Instant::now();
+    let (code, stdout, _) = probe(args.clone()).await;
+    assert_eq!(code, 1, "RPCs to a channel in TRANSIENT_FAILURE must fail: {stdout}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "fail-fast RPCs must not wait for the 20 s timeout"
+    );
+    assert!(
+        stdout.contains(&format!("connect to {addr}")),
+        "the report must print the connection error: {stdout}"
+    );
+}

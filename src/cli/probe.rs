@@ -3,6 +3,10 @@
 //! served each RPC). Server connections are attributed to the probe when they answered one of
 //! its RPCs or are still open when it asks; a server that other clients use at the same time
 //! shows their open connections too.
+//!
+//! RPCs are fail-fast: while the channel is in TRANSIENT_FAILURE they fail at once and the report
+//! prints the first error per status code (the connection error). `--wait-for-ready` marks every
+//! RPC wait-for-ready, so they wait up to `--timeout` for a connection instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -11,7 +15,7 @@ use std::time::Duration;
 
 use anchorage::anchor::AnchorList;
 use anchorage::balancer::{ConnectivityState, SubchannelId};
-use anchorage::channel::{Channel, ChannelEvent, ServedBy};
+use anchorage::channel::{Channel, ChannelEvent, ServedBy, WaitForReady};
 use anchorage::pb::echo_client::EchoClient;
 use anchorage::pb::{EchoRequest, StatsRequest, StatsResponse};
 use anchorage::service_config::{LoadBalancingConfig, ServiceConfig};
@@ -32,9 +36,14 @@ pub(crate) struct Args {
     /// How many RPCs to keep in flight at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: u64,
-    /// Deadline of each RPC, in seconds.
+    /// Deadline of each RPC, in seconds: more than 0, at most 86400 (one day).
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Send every RPC as wait-for-ready: while the channel is in TRANSIENT_FAILURE, RPCs wait
+    /// (up to --timeout) for a connection instead of failing at once, so a recovery can be
+    /// watched. Without it, probe fails fast and prints the connection error.
+    #[arg(long)]
+    wait_for_ready: bool,
     /// Seed of the channel's random number generator.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -48,6 +57,8 @@ pub(crate) struct Args {
 struct Report {
     ok: u64,
     errors: BTreeMap<String, u64>,
+    /// The first message seen per status code (for UNAVAILABLE, the connection error).
+    first_errors: BTreeMap<String, String>,
     servers: Vec<ServerReport>,
     /// (server name, connection id) of every connection that answered one of this probe's RPCs.
     #[serde(skip)]
@@ -69,10 +80,13 @@ struct ServerReport {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
-        eprintln!("probe: --timeout must be a positive number of seconds");
-        return ExitCode::from(2);
-    }
+    let timeout = match timeout(args.timeout) {
+        Ok(timeout) => timeout,
+        Err(message) => {
+            eprintln!("probe: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -80,7 +94,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(probe(&args)) {
+    match runtime.block_on(probe(&args, timeout)) {
         Ok(report) => {
             print_report(&args, &report);
             if report.errors.values().sum::<u64>() == 0 {
@@ -96,7 +110,20 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn probe(args: &Args) -> Result<Report, String> {
+/// The longest `--timeout`, in seconds: one day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
+/// `--timeout` as a duration, if it is in (0, [`MAX_TIMEOUT_SECS`]].
+fn timeout(secs: f64) -> Result<Duration, String> {
+    if !(secs > 0.0 && secs <= MAX_TIMEOUT_SECS) {
+        return Err(format!(
+            "--timeout must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds, got {secs:?}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
     let mut builder = Channel::builder(args.target.clone()).seed(args.seed);
     if let Some(json) = &args.service_config {
         builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
@@ -107,14 +134,14 @@ async fn probe(args: &Args) -> Result<Report, String> {
         .on_event(move |event| observer.send_modify(|w| w.observe(event)))
         .build()
         .map_err(|e| e.to_string())?;
-    let timeout = Duration::from_secs_f64(args.timeout);
-    warm_up(&warm, args.service_config.as_deref(), timeout).await;
+    warm_up(&warm, args.service_config.as_deref(), timeout, args.wait_for_ready).await;
     let report = Arc::new(Mutex::new(Report::default()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (channel, report, next, total) =
             (channel.clone(), report.clone(), next.clone(), args.rpcs);
+        let wait_for_ready = args.wait_for_ready;
         workers.push(tokio::spawn(async move {
             let mut client = EchoClient::new(channel);
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
@@ -123,6 +150,9 @@ async fn probe(args: &Args) -> Result<Report, String> {
                     ..Default::default()
                 });
                 request.set_timeout(timeout);
+                if wait_for_ready {
+                    request.extensions_mut().insert(WaitForReady(true));
+                }
                 let outcome = client.echo(request).await;
                 let mut report = report.lock().unwrap_or_else(|p| p.into_inner());
                 match outcome {
@@ -131,7 +161,14 @@ async fn probe(args: &Args) -> Result<Report, String> {
                         report.ok += 1;
                         report.used.insert((reply.server, reply.connection));
                     }
-                    Err(status) => *report.errors.entry(code_name(status.code())).or_default() += 1,
+                    Err(status) => {
+                        let code = code_name(status.code());
+                        report
+                            .first_errors
+                            .entry(code.clone())
+                            .or_insert_with(|| status.message().to_owned());
+                        *report.errors.entry(code).or_default() += 1;
+                    }
                 }
             }
         }));
@@ -164,6 +201,8 @@ struct Warmup {
     ready: BTreeSet<SubchannelId>,
     /// Whether a picker was published after the last subchannel state change.
     published: bool,
+    /// Whether the last picker was TRANSIENT_FAILURE: every connection attempt failed.
+    failing: bool,
 }
 
 impl Warmup {
@@ -172,7 +211,10 @@ impl Warmup {
             ChannelEvent::Resolved { addresses } => {
                 self.addresses = anchorage::address::dedup(addresses.iter().cloned()).len();
             }
-            ChannelEvent::Picker { .. } => self.published = true,
+            ChannelEvent::Picker { state } => {
+                self.published = true;
+                self.failing = *state == ConnectivityState::TransientFailure;
+            }
             ChannelEvent::SubchannelState { id, state, .. } => {
                 self.published = false;
                 if *state == ConnectivityState::Ready {
@@ -188,8 +230,15 @@ impl Warmup {
 
 /// Waits (at most `limit`) until the channel is warm, so the measured split is the policy's
 /// steady state rather than an artefact of connections finishing at different times:
-/// for `round_robin`, every resolved address READY; otherwise one READY connection.
-async fn warm_up(warm: &tokio::sync::watch::Sender<Warmup>, config: Option<&str>, limit: Duration) {
+/// for `round_robin`, every resolved address READY; otherwise one READY connection. Unless
+/// `wait_for_ready`, it stops early when the channel reports TRANSIENT_FAILURE, so fail-fast
+/// RPCs fail at once with the connection error.
+async fn warm_up(
+    warm: &tokio::sync::watch::Sender<Warmup>,
+    config: Option<&str>,
+    limit: Duration,
+    wait_for_ready: bool,
+) {
     let round_robin = config
         .and_then(|json| ServiceConfig::parse(json).ok())
         .is_some_and(|c| *c.load_balancing() == LoadBalancingConfig::RoundRobin);
@@ -200,7 +249,7 @@ async fn warm_up(warm: &tokio::sync::watch::Sender<Warmup>, config: Option<&str>
         } else {
             !w.ready.is_empty()
         };
-        connected && w.published
+        (connected && w.published) || (w.failing && !wait_for_ready)
     });
     // Not warm in time (a server down, say): probe anyway and let the report show it.
     let _ = tokio::time::timeout(limit, warmed).await;
@@ -288,7 +337,10 @@ fn print_report(args: &Args, report: &Report) {
     let failed: u64 = report.errors.values().sum();
     println!("probe {}: {} ok, {failed} failed", args.target, report.ok);
     for (code, count) in report.errors.iter().filter(|(_, n)| **n > 0) {
-        println!("  {code}: {count}");
+        match report.first_errors.get(code) {
+            Some(message) => println!("  {code}: {count} (first: {message})"),
+            None => println!("  {code}: {count}"),
+        }
     }
     for s in &report.servers {
         let expected =
@@ -308,6 +360,17 @@ fn print_report(args: &Args, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `--timeout 1e300` passed the old check and panicked converting to a duration.
+    #[test]
+    fn timeouts_outside_zero_to_one_day_are_errors_naming_the_flag_and_the_range() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300, 86_400.5] {
+            let err = timeout(bad).expect_err("must be rejected");
+            assert!(err.contains("--timeout") && err.contains("86400"), "{bad}: {err}");
+        }
+        assert_eq!(timeout(86_400.0), Ok(Duration::from_secs(86_400)));
+        assert_eq!(timeout(0.5), Ok(Duration::from_millis(500)));
+    }
 
     #[test]
     fn status_codes_print_in_grpc_spelling() {

@@ -24,6 +24,10 @@ use super::trace::secs;
 
 mod after_faults;
 mod discovery;
+#[cfg(test)]
+mod given;
+#[cfg(test)]
+mod tests;
 
 use after_faults::{failover, liveness, lost_per_fault, recovery};
 
@@ -32,14 +36,39 @@ use after_faults::{failover, liveness, lost_per_fault, recovery};
 pub struct Property {
     /// Its name (`connections`, `split`, `failover`, …).
     pub name: String,
-    /// Whether it held.
-    pub passed: bool,
+    /// Whether it held, failed, or had nothing to judge.
+    pub verdict: Verdict,
     /// What was measured, against what was expected.
     pub measured: String,
 }
 
+impl Property {
+    /// Whether it failed. A property that was not applicable did not fail, and did not pass.
+    pub fn failed(&self) -> bool {
+        self.verdict == Verdict::Fail
+    }
+}
+
+/// What a property found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It held, and its premise was present: there was something to judge.
+    Pass,
+    /// It did not hold, or a property the scenario asks for had nothing to judge.
+    Fail,
+    /// An always-checked property whose premise is absent from this run (accounting when no
+    /// RPC succeeded): shown in the report, not counted as a pass, and not a failure.
+    NotApplicable,
+}
+
 fn property(name: &str, passed: bool, measured: impl Into<String>) -> Property {
-    Property { name: name.to_owned(), passed, measured: measured.into() }
+    let verdict = if passed { Verdict::Pass } else { Verdict::Fail };
+    Property { name: name.to_owned(), verdict, measured: measured.into() }
+}
+
+fn not_applicable(name: &str, measured: impl Into<String>) -> Property {
+    Property { name: name.to_owned(), verdict: Verdict::NotApplicable, measured: measured.into() }
 }
 
 /// How the simulation loop ended.
@@ -283,6 +312,9 @@ fn completed(o: &Observed<'_>) -> Property {
 }
 
 fn deadlines(o: &Observed<'_>) -> Property {
+    if o.log.rpcs.is_empty() {
+        return not_applicable("deadlines", "no RPC ended");
+    }
     let over: Vec<&RpcRecord> =
         o.log.rpcs.iter().filter(|r| r.end - r.start > r.deadline + TICK).collect();
     let longest = o.log.rpcs.iter().map(|r| r.end - r.start).max().unwrap_or_default();
@@ -300,6 +332,9 @@ fn deadlines(o: &Observed<'_>) -> Property {
 }
 
 fn accounting(o: &Observed<'_>) -> Property {
+    if o.ok().next().is_none() {
+        return not_applicable("accounting", "no RPC succeeded, so no success to account for");
+    }
     let mut parts = Vec::new();
     let mut passed = true;
     for server in &o.servers {
@@ -348,6 +383,10 @@ fn max_open(o: &Observed<'_>) -> usize {
     most.max(0) as usize
 }
 
+/// `pick_first`: exactly one connection open at any time. `round_robin`: one connection per
+/// subchannel, all open at once (the most open at once equals the subchannels created), and
+/// none left open at the end to a server the resolver's last update no longer lists. Exact, so
+/// a leaked or doubled connection fails as surely as a missing one.
 fn policy_shape(o: &Observed<'_>, policy: &str) -> Property {
     let most = max_open(o);
     match policy {
@@ -357,12 +396,22 @@ fn policy_shape(o: &Observed<'_>, policy: &str) -> Property {
             format!("pick_first: at most {most} connection(s) open at once (want 1)"),
         ),
         "round_robin" => {
-            let want = o.log.first_resolution.unwrap_or(0);
+            let want = o.log.subchannels_created as usize;
+            let listed = o.log.resolutions.last().map(|(_, list)| list.as_slice()).unwrap_or(&[]);
+            let addrs: BTreeMap<String, String> =
+                o.scenario.server_list().into_iter().map(|s| (s.name.clone(), s.addr())).collect();
+            let left_open: usize = o
+                .servers
+                .iter()
+                .filter(|s| addrs.get(&s.name).is_none_or(|addr| !listed.contains(addr)))
+                .map(|s| s.connections.iter().filter(|c| c.closed.is_none()).count())
+                .sum();
             property(
                 "policy",
-                most >= want && want > 0,
+                most == want && want > 0 && left_open == 0,
                 format!(
-                    "round_robin: {most} connections open at once for {want} distinct addresses"
+                    "round_robin: {most} connections open at once for {want} subchannels (want \
+                     equal); {left_open} left open to unlisted servers (want 0)"
                 ),
             )
         }

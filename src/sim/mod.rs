@@ -105,7 +105,7 @@ impl RunReport {
         let failed: Vec<String> = self
             .properties
             .iter()
-            .filter(|p| !p.passed)
+            .filter(|p| p.failed())
             .map(|p| format!("{} ({})", p.name, p.measured))
             .collect();
         format!(
@@ -241,7 +241,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
     let path = scenario.path.display().to_string();
     RunReport {
         scenario: scenario.name(),
-        passed: properties.iter().all(|p| p.passed),
+        passed: !properties.iter().any(Property::failed),
         seed,
         rpcs: observed.counts(),
         servers: report::servers(&observed),

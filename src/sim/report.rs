@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::RunReport;
-use super::checks::{Observed, shares_text, split_window_start};
+use super::checks::{Observed, Verdict, shares_text, split_window_start};
 use super::trace::secs;
 
 /// One server's part of a report.
@@ -86,7 +86,11 @@ impl RunReport {
         let width = self.properties.iter().map(|p| p.name.len()).max().unwrap_or(8).max(8);
         let _ = writeln!(out, "  {:<width$}  result  measured", "property");
         for p in &self.properties {
-            let result = if p.passed { "pass" } else { "FAIL" };
+            let result = match p.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "FAIL",
+                Verdict::NotApplicable => "n/a",
+            };
             let _ = writeln!(out, "  {:<width$}  {result:<6}  {}", p.name, p.measured);
         }
         let width = self.servers.iter().map(|s| s.name.len()).max().unwrap_or(6).max(6);

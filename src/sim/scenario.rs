@@ -581,6 +581,46 @@ mod tests {
         assert!(err.contains("fault 1") && err.contains("\"zz\""), "{err}");
     }
 
+    /// Regression: a NaN, infinite, negative or huge backoff multiplier or jitter loaded
+    /// without complaint and panicked inside the backoff arithmetic once the run started.
+    #[test]
+    fn a_backoff_out_of_range_is_a_load_error_naming_the_file_the_key_and_the_range() {
+        let cases = [
+            ("multiplier = nan", "client.backoff.multiplier", "1.0..=100.0"),
+            ("multiplier = inf", "client.backoff.multiplier", "1.0..=100.0"),
+            ("multiplier = -2.0", "client.backoff.multiplier", "1.0..=100.0"),
+            ("multiplier = 0.5", "client.backoff.multiplier", "1.0..=100.0"),
+            ("multiplier = 1e300", "client.backoff.multiplier", "1.0..=100.0"),
+            ("jitter = nan", "client.backoff.jitter", "0.0..=1.0"),
+            ("jitter = -inf", "client.backoff.jitter", "0.0..=1.0"),
+            ("jitter = -0.1", "client.backoff.jitter", "0.0..=1.0"),
+            ("jitter = 5.0", "client.backoff.jitter", "0.0..=1.0"),
+            ("max_ms = 18446744073709551615", "client.backoff.max_ms", "1..=86400000"),
+            ("max_ms = 0", "client.backoff.max_ms", "1..=86400000"),
+            ("initial_ms = 0", "client.backoff.initial_ms", "1..=max_ms"),
+            ("initial_ms = 5000\nmax_ms = 100", "client.backoff.initial_ms", "1..=max_ms"),
+        ];
+        for (body, key, range) in cases {
+            let text = format!("{MINIMAL}\n[client.backoff]\n{body}\n");
+            let err = Scenario::parse("sims/b.toml", &text)
+                .expect_err(&format!("{body} must be rejected"))
+                .to_string();
+            assert!(
+                err.contains("sims/b.toml") && err.contains(key) && err.contains(range),
+                "{body}: the error must name the file, {key} and the range {range}: {err}"
+            );
+        }
+        let text = format!("{MINIMAL}\n[client.backoff]\nmultiplier = 1.0\njitter = 1.0\n");
+        Scenario::parse("sims/b.toml", &text).expect("the ends of the ranges are allowed");
+    }
+
+    #[test]
+    fn min_compacted_rereads_of_zero_is_a_load_error() {
+        let text = format!("{ETCD}\n[expect]\nmin_compacted_rereads = 0\n");
+        let err = Scenario::parse("e.toml", &text).unwrap_err().to_string();
+        assert!(err.contains("min_compacted_rereads") && err.contains("at least 1"), "{err}");
+    }
+
     #[test]
     fn count_expands_servers_onto_their_own_hosts() {
         let text = r#"

@@ -13,17 +13,21 @@ fn at(ms: u64) -> Duration {
     Duration::from_millis(ms)
 }
 
-/// Per server: no RPC that started at or after its time was served by it.
+/// Per server: no RPC that started at or after its time was served by it. Its premise: the
+/// server served RPCs before that time, and RPCs still succeeded (elsewhere) after it; a server
+/// that never served, or a workload that ended first, shows nothing.
 pub(super) fn no_rpcs_after(o: &Observed<'_>, want: &BTreeMap<String, u64>) -> Property {
     let mut parts = Vec::new();
     let mut passed = true;
     for (server, &ms) in want {
         let served: Vec<_> = o.ok().filter(|r| r.server() == Some(server.as_str())).collect();
         let late = served.iter().filter(|r| r.start >= at(ms)).count();
+        let early = served.len() - late;
+        let after = o.ok().filter(|r| r.start >= at(ms)).count();
+        passed &= late == 0 && early > 0 && after > 0;
         let last = served.iter().map(|r| r.start).max();
-        passed &= late == 0;
         parts.push(format!(
-            "{server}: {late} RPCs started from {} (its last started {})",
+            "{server}: {late} of {after} OK RPCs started from {} (it served {early} before; its last started {})",
             secs(at(ms)),
             last.map_or_else(|| "never".to_owned(), secs)
         ));
@@ -31,14 +35,16 @@ pub(super) fn no_rpcs_after(o: &Observed<'_>, want: &BTreeMap<String, u64>) -> P
     property("no_rpcs_after", passed, parts.join("; "))
 }
 
-/// Per server: connections accepted at or after `from`, exactly.
+/// Per server: connections accepted at or after `from`, exactly. Its premise: RPCs still
+/// succeeded after `from` (a workload over by then would count nothing).
 pub(super) fn connections_after(
     o: &Observed<'_>,
     from_ms: u64,
     want: &BTreeMap<String, u64>,
 ) -> Property {
     let mut parts = Vec::new();
-    let mut passed = true;
+    let after = o.ok().filter(|r| r.start >= at(from_ms)).count();
+    let mut passed = after > 0;
     for server in &o.servers {
         let got = server.connections.iter().filter(|c| c.opened >= at(from_ms)).count() as u64;
         match want.get(&server.name) {
@@ -49,7 +55,8 @@ pub(super) fn connections_after(
             None => parts.push(format!("{}={got}", server.name)),
         }
     }
-    let measured = format!("from {}: {}", secs(at(from_ms)), parts.join(", "));
+    let measured =
+        format!("from {} ({after} OK RPCs started): {}", secs(at(from_ms)), parts.join(", "));
     property("connections_after", passed, measured)
 }
 

@@ -51,6 +51,7 @@ impl Scenario {
                 return Err(self.invalid(format!("network.link {}", i + 1), unknown_host(h)));
             }
         }
+        self.validate_backoff()?;
         if let Some(list) = &self.client.manual_addresses {
             self.check_addresses("client.manual_addresses", list)?;
         }
@@ -78,8 +79,46 @@ impl Scenario {
         for addr in addresses {
             parse_address(addr).map_err(|reason| self.invalid("expect", reason))?;
         }
+        if e.min_compacted_rereads == Some(0) {
+            return Err(self.invalid("expect", "`min_compacted_rereads` must be at least 1"));
+        }
         if e.min_compacted_rereads.is_some() && !self.has_etcd_target() {
             return Err(self.invalid("expect", "`min_compacted_rereads` needs an etcd:/// target"));
+        }
+        Ok(())
+    }
+
+    /// `[client.backoff]`: numbers the backoff arithmetic can use without overflowing, looping
+    /// without delay or growing without bound.
+    fn validate_backoff(&self) -> Result<(), ScenarioError> {
+        let b = &self.client.backoff;
+        let key = |name: &str| format!("client.backoff.{name}");
+        if !(b.multiplier.is_finite() && (1.0..=MAX_BACKOFF_MULTIPLIER).contains(&b.multiplier)) {
+            return Err(self.invalid(
+                key("multiplier"),
+                format!(
+                    "must be finite and in 1.0..={MAX_BACKOFF_MULTIPLIER:.1}, got {}",
+                    b.multiplier
+                ),
+            ));
+        }
+        if !(b.jitter.is_finite() && (0.0..=1.0).contains(&b.jitter)) {
+            return Err(self.invalid(
+                key("jitter"),
+                format!("must be finite and in 0.0..=1.0, got {}", b.jitter),
+            ));
+        }
+        if !(1..=MAX_BACKOFF_MS).contains(&b.max_ms) {
+            return Err(self.invalid(
+                key("max_ms"),
+                format!("must be in 1..={MAX_BACKOFF_MS} (one day), got {}", b.max_ms),
+            ));
+        }
+        if !(1..=b.max_ms).contains(&b.initial_ms) {
+            return Err(self.invalid(
+                key("initial_ms"),
+                format!("must be in 1..=max_ms ({}), got {}", b.max_ms, b.initial_ms),
+            ));
         }
         Ok(())
     }
@@ -206,6 +245,12 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// The largest `client.backoff.multiplier` a scenario may ask for.
+const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+
+/// The largest `client.backoff.max_ms` (and so `initial_ms`): one day.
+const MAX_BACKOFF_MS: u64 = 86_400_000;
 
 fn unknown_host(host: &str) -> String {
     format!("no host is named {host:?} (hosts are the servers', etcd's and \"client\")")
