@@ -233,8 +233,7 @@ fn attempt_request(
     *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| parts.uri.clone());
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let value = format!("{}m", remaining.as_millis().max(1));
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::from_str(&encode_grpc_timeout(remaining)) {
             request.headers_mut().insert("grpc-timeout", value);
         }
     }
@@ -277,6 +276,25 @@ fn deadline(request: &Request<tonic::body::Body>, config: &MethodConfig) -> Opti
     timeout.map(|t| Instant::now() + t)
 }
 
+/// Encodes a `grpc-timeout` header value per gRPC's HTTP/2 protocol doc: at most 8 digits, in the
+/// finest unit (`n u m S M H`) in which the timeout fits, rounded up so the server never sees a
+/// shorter deadline than the client's (grpc-go's `encodeTimeout`). Timeouts beyond 99,999,999
+/// hours (about 11,000 years) are sent as that.
+fn encode_grpc_timeout(timeout: Duration) -> String {
+    const MAX_VALUE: u128 = 99_999_999;
+    const UNITS: [(u128, char); 5] =
+        [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M')];
+    let nanos = timeout.as_nanos();
+    for (unit_nanos, unit) in UNITS {
+        let value = nanos.div_ceil(unit_nanos);
+        if value <= MAX_VALUE {
+            return format!("{value}{unit}");
+        }
+    }
+    let hours = nanos.div_ceil(3_600_000_000_000).min(MAX_VALUE);
+    format!("{hours}H")
+}
+
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H M S m u n`).
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -307,6 +325,40 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
         for bad in ["", "S", "10", "1x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?} must be rejected");
+        }
+    }
+
+    /// Regression: the header was always whole milliseconds, so deadlines over ~27.8 h became a
+    /// 9-digit value that grpc-go servers reject.
+    #[test]
+    fn grpc_timeout_headers_use_the_finest_unit_that_fits_in_eight_digits_rounding_up() {
+        let cases = [
+            (Duration::ZERO, "0n"),
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_nanos(100_000_000), "100000u"),
+            (Duration::from_nanos(100_000_001), "100001u"),
+            (Duration::from_micros(99_999_999), "99999999u"),
+            (Duration::from_micros(100_000_000), "100000m"),
+            (Duration::from_millis(99_999_999), "99999999m"),
+            (Duration::from_millis(99_999_999) + Duration::from_nanos(1), "100000S"),
+            (Duration::from_secs(28 * 3600), "100800S"),
+            (Duration::from_secs(99_999_999), "99999999S"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::from_secs(99_999_999 * 60), "99999999M"),
+            (Duration::from_secs(99_999_999 * 60 + 1), "1666667H"),
+            (Duration::from_secs(99_999_999 * 3600), "99999999H"),
+            (Duration::MAX, "99999999H"),
+        ];
+        for (timeout, expected) in cases {
+            let encoded = encode_grpc_timeout(timeout);
+            assert_eq!(encoded, expected, "{timeout:?} must encode as {expected}");
+            assert!(encoded.len() <= 9, "grpc-timeout allows at most 8 digits, got {encoded}");
+            let decoded = parse_grpc_timeout(&encoded).expect("an encoded timeout must parse");
+            assert!(
+                decoded >= timeout.min(Duration::from_secs(99_999_999 * 3600)),
+                "encoding {timeout:?} must round up, not down (got {encoded})"
+            );
         }
     }
 
