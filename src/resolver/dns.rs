@@ -59,6 +59,15 @@ impl ResolverBuilder for DnsBuilder {
         let task = tokio::spawn(resolve_loop(host, port, self.min_interval, updates, wake.clone()));
         Ok(Box::new(DnsResolver { wake, task }))
     }
+
+    /// The endpoint's `host:port`, with the default port filled in and IPv6 in brackets.
+    fn default_authority(&self, target: &Target) -> String {
+        match split_host_port(target.endpoint()) {
+            Ok((host, port)) if host.contains(':') => format!("[{host}]:{port}"),
+            Ok((host, port)) => format!("{host}:{port}"),
+            Err(_) => target.endpoint().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -195,6 +195,17 @@ pub trait ResolverBuilder: Send + Sync + fmt::Debug {
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError>;
+
+    /// The `:authority` of every RPC on a channel for `target`, unless the channel sets one
+    /// (`ChannelBuilder::authority`). It names the service, never a resolved address.
+    ///
+    /// # Contract
+    /// Called once per channel, after `build` accepted `target`, on the same task. The channel
+    /// fails to build if the result is not a valid URI authority (`host[:port]`, no userinfo).
+    /// Default: the target's endpoint, as grpc-go's resolvers do.
+    fn default_authority(&self, target: &Target) -> String {
+        target.endpoint().to_owned()
+    }
 }
 
 /// A shared builder builds like the builder it shares, so `Arc<dyn ResolverBuilder>` can be
@@ -210,6 +221,10 @@ impl<T: ResolverBuilder + ?Sized> ResolverBuilder for Arc<T> {
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
         (**self).build(target, updates)
+    }
+
+    fn default_authority(&self, target: &Target) -> String {
+        (**self).default_authority(target)
     }
 }
 
