@@ -313,7 +313,7 @@ fn each_builtin_resolver_has_a_documented_default_authority() {
         (&PassBuilder, "pass:///:9080", "localhost:9080"),
         (&DnsBuilder::default(), "dns:///example.com", "example.com:443"),
         (&DnsBuilder::default(), "dns:///[::1]:50051", "[::1]:50051"),
-        (&EtcdBuilder::default(), "etcd:///foo/bar#2", "foo%2Fbar"),
+        (&EtcdBuilder::default(), "etcd:///foo/bar#2", "foo_bar"),
     ];
     for (builder, text, expected) in cases {
         assert_eq!(
@@ -495,4 +495,23 @@ async fn goaway_after_two_streams(mut socket: TcpStream) {
     socket.flush().await.unwrap();
     let _ = socket.shutdown().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// Regression: a third-party resolver whose endpoint is no valid authority (a `pass`-like list
+/// keeps its `#N`) made the channel fail to build.
+#[tokio::test]
+async fn a_default_authority_that_is_no_valid_authority_is_sanitized_not_a_build_error() {
+    let server = ScriptedServer::start(|_| Action::Reply).await;
+    let manual = ManualResolver::new("manual");
+    manual.update_addresses(vec![Address::new(server.addr.to_string())]);
+    let channel = Channel::builder("manual:///a:9080#2,b:9090")
+        .resolver(manual)
+        .build()
+        .expect("a resolver's odd endpoint must not stop the channel from building");
+    echo(&mut client(channel)).await.expect("the RPC must succeed");
+    assert_eq!(
+        server.seen()[0].authority.as_deref(),
+        Some("a_9080_2,b_9090"),
+        "characters an authority cannot hold must become _"
+    );
 }

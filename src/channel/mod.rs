@@ -34,7 +34,8 @@
 //! [`default_authority`](ResolverBuilder::default_authority) — the endpoint for `passthrough`
 //! and custom resolvers, `host:port` for `dns` (port 443 unless given), the first item's
 //! `host:port` for `pass`, the service name for `etcd`. It is computed once, when the channel is
-//! built.
+//! built; a default that is no valid authority has each character an authority cannot hold replaced
+//! by `_` (`a:9080#2` becomes `a_9080_2`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -113,7 +114,8 @@ pub enum ChannelError {
         /// Why it is not valid.
         reason: String,
     },
-    /// The resolver's default authority for the target is not a valid `:authority`.
+    /// The resolver's default authority for the target is empty, so not even its sanitized
+    /// form is a valid `:authority`.
     #[error(
         "channel: the {scheme} resolver's default authority {authority:?} is not a valid URI \
          authority (host[:port]): {reason}; set one with ChannelBuilder::authority"
@@ -340,11 +342,13 @@ impl ChannelBuilder {
             Some(authority) => authority,
             None => {
                 let default = builder.default_authority(&target);
-                parse_authority(&default).map_err(|reason| ChannelError::DefaultAuthority {
-                    scheme: target.scheme().to_owned(),
-                    authority: default.clone(),
-                    reason,
-                })?
+                parse_authority(&default)
+                    .or_else(|_| parse_authority(&crate::resolver::sanitize_authority(&default)))
+                    .map_err(|reason| ChannelError::DefaultAuthority {
+                        scheme: target.scheme().to_owned(),
+                        authority: default.clone(),
+                        reason,
+                    })?
             }
         };
         let default_config = Arc::new(self.default_config);

@@ -151,29 +151,10 @@ impl ResolverBuilder for EtcdBuilder {
     }
 
     /// The service name (without `#N`), which names what the channel talks to; characters a
-    /// URI authority cannot hold (such as the `/` of `foo/bar/my-service`) are percent-encoded.
+    /// URI authority cannot hold (such as the `/` of `foo/bar/my-service`) become `_`.
     fn default_authority(&self, target: &Target) -> String {
-        /// Everything but RFC 3986's unreserved and sub-delims characters.
-        const NOT_REG_NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-            .remove(b'-')
-            .remove(b'.')
-            .remove(b'_')
-            .remove(b'~')
-            .remove(b'!')
-            .remove(b'$')
-            .remove(b'&')
-            .remove(b'\'')
-            .remove(b'(')
-            .remove(b')')
-            .remove(b'*')
-            .remove(b'+')
-            .remove(b',')
-            .remove(b';')
-            .remove(b'=');
         match target.endpoint().parse::<EtcdService>() {
-            Ok(service) => {
-                percent_encoding::utf8_percent_encode(service.name(), NOT_REG_NAME).to_string()
-            }
+            Ok(service) => super::sanitize_authority(service.name()),
             Err(_) => target.endpoint().to_owned(),
         }
     }

@@ -200,8 +200,10 @@ pub trait ResolverBuilder: Send + Sync + fmt::Debug {
     /// (`ChannelBuilder::authority`). It names the service, never a resolved address.
     ///
     /// # Contract
-    /// Called once per channel, after `build` accepted `target`, on the same task. The channel
-    /// fails to build if the result is not a valid URI authority (`host[:port]`, no userinfo).
+    /// Called once per channel, after `build` accepted `target`, on the same task. A result that
+    /// is not a valid URI authority (`host[:port]`, no userinfo) is sent as one host name with
+    /// every character an authority cannot hold replaced by `_` (`a:1#2` becomes `a_1_2`):
+    /// grpc-go sends an endpoint whatever it holds, but HTTP/2 here needs a valid one.
     /// Default: the target's endpoint, as grpc-go's resolvers do.
     fn default_authority(&self, target: &Target) -> String {
         target.endpoint().to_owned()
@@ -291,4 +293,17 @@ pub(crate) struct StaticResolver;
 
 impl Resolver for StaticResolver {
     fn resolve_now(&mut self) {}
+}
+
+/// `text` as a URI authority that is one host name (RFC 3986 `reg-name`): every character but
+/// the unreserved and sub-delims ones (`:`, `/`, `#`, `%`, `@`, spaces, …) becomes `_`. Lossy on
+/// purpose: the `http` crate accepts no percent-encoding in a host name.
+pub(crate) fn sanitize_authority(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => c,
+            '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' => c,
+            _ => '_',
+        })
+        .collect()
 }
