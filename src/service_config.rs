@@ -31,8 +31,14 @@
 //! ## Choices where gRPC leaves room
 //! - Unknown fields are ignored at every level (top level, method configs, retry policies, a
 //!   policy's own config such as `round_robin`'s), as gRPC does for forward compatibility. That
-//!   includes fields this crate does not implement: `retryThrottling`, `healthCheckConfig`,
+//!   includes fields this crate does not implement: `healthCheckConfig`,
 //!   `maxRequestMessageBytes`, `maxResponseMessageBytes`.
+//! - `retryThrottling` (gRFC A6) is one token bucket per channel: it starts full at `maxTokens`
+//!   (an integer in `1..=1000`); every attempt that fails with a code its method's
+//!   `retryableStatusCodes` lists takes one token, every RPC that ends OK gives back `tokenRatio`
+//!   (greater than 0, at most 3 decimal places) up to `maxTokens`, and no RPC is retried while
+//!   the tokens are at or below `maxTokens / 2`. A resolver config whose `retryThrottling`
+//!   differs from the current one starts a fresh, full bucket.
 //! - A field name matches exactly or, failing that, ignoring ASCII case (`"MaxAttempts"`): grpc-go
 //!   decodes service configs with Go's `encoding/json`, which does the same, and its own retry
 //!   example is written that way. Error paths show the key as the input spelled it.
@@ -97,6 +103,7 @@ const STATUS_CODES: [(&str, Code); 17] = [
 pub struct ServiceConfig {
     load_balancing: LoadBalancingConfig,
     methods: MethodTable,
+    retry_throttling: Option<RetryThrottling>,
 }
 
 impl ServiceConfig {
@@ -113,7 +120,8 @@ impl ServiceConfig {
         let top = object(&value, "")?;
         let load_balancing = load_balancing(top)?;
         let methods = optional(top, "", "methodConfig", method_table)?.unwrap_or_default();
-        Ok(Self { load_balancing, methods })
+        let retry_throttling = optional(top, "", "retryThrottling", retry_throttling)?;
+        Ok(Self { load_balancing, methods, retry_throttling })
     }
 
     /// The load-balancing policy to use: the first supported entry of `loadBalancingConfig`, else
@@ -132,6 +140,11 @@ impl ServiceConfig {
         self.methods.lookup(service, method)
     }
 
+    /// `retryThrottling` (gRFC A6), if the config sets it.
+    pub fn retry_throttling(&self) -> Option<&RetryThrottling> {
+        self.retry_throttling.as_ref()
+    }
+
     /// The canonical JSON form of this config.
     fn to_json(&self) -> Value {
         let mut top = Map::new();
@@ -139,6 +152,9 @@ impl ServiceConfig {
         if !self.methods.entries.is_empty() {
             let entries = self.methods.entries.iter().map(MethodEntry::to_json).collect();
             top.insert("methodConfig".into(), Value::Array(entries));
+        }
+        if let Some(throttling) = &self.retry_throttling {
+            top.insert("retryThrottling".into(), throttling.to_json());
         }
         Value::Object(top)
     }
@@ -282,6 +298,26 @@ impl RetryPolicy {
     }
 }
 
+/// A validated gRFC A6 `retryThrottling` policy: a token bucket shared by every RPC on the channel
+/// (see the [module docs](self) for how tokens move).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct RetryThrottling {
+    /// The bucket's size and starting level, in `1..=`[`MAX_THROTTLING_TOKENS`].
+    pub max_tokens: u32,
+    /// Tokens given back by each RPC that ends OK: greater than 0, at most 3 decimal places.
+    pub token_ratio: f64,
+}
+
+impl RetryThrottling {
+    fn to_json(self) -> Value {
+        json!({ "maxTokens": self.max_tokens, "tokenRatio": self.token_ratio })
+    }
+}
+
+/// The largest `retryThrottling.maxTokens` gRFC A6 allows.
+pub const MAX_THROTTLING_TOKENS: u32 = 1000;
+
 /// A service config that cannot be used: where (a JSON path) and why.
 ///
 /// Displays as `service config: methodConfig[1].retryPolicy.maxAttempts: must be at least 2 (got
@@ -341,6 +377,22 @@ pub enum ServiceConfigErrorKind {
     /// A number with a fractional part where an integer is required.
     #[error("must be an integer (got {got})")]
     NotAnInteger {
+        /// The number as written.
+        got: String,
+    },
+    /// An integer above its maximum.
+    #[error("must be at most {max} (got {got})")]
+    TooLarge {
+        /// The largest allowed value.
+        max: i64,
+        /// The value given.
+        got: i64,
+    },
+    /// A number with more decimal places than the field supports.
+    #[error("must have at most {max} decimal places (got {got})")]
+    TooPrecise {
+        /// The most decimal places allowed.
+        max: u32,
         /// The number as written.
         got: String,
     },
@@ -809,6 +861,36 @@ fn retry_policy(value: &Value, path: &str) -> Parsed<RetryPolicy> {
         max_backoff: required(policy, path, "maxBackoff", positive_duration)?,
         backoff_multiplier: required(policy, path, "backoffMultiplier", positive_number)?,
         retryable_status_codes: required(policy, path, "retryableStatusCodes", status_codes)?,
+    })
+}
+
+fn max_tokens(value: &Value, path: &str) -> Parsed<u32> {
+    let tokens = integer(value, path)?;
+    let max = i64::from(MAX_THROTTLING_TOKENS);
+    if tokens < 1 {
+        return fail(path, ServiceConfigErrorKind::TooSmall { min: 1, got: tokens });
+    }
+    if tokens > max {
+        return fail(path, ServiceConfigErrorKind::TooLarge { max, got: tokens });
+    }
+    Ok(u32::try_from(tokens).unwrap_or(MAX_THROTTLING_TOKENS))
+}
+
+/// gRFC A6: "tokenRatio ... up to 3 decimal places are supported".
+fn token_ratio(value: &Value, path: &str) -> Parsed<f64> {
+    let ratio = positive_number(value, path)?;
+    let thousandths = (ratio * 1000.0).round();
+    if (thousandths / 1000.0 - ratio).abs() > ratio * f64::EPSILON {
+        return fail(path, ServiceConfigErrorKind::TooPrecise { max: 3, got: value.to_string() });
+    }
+    Ok(ratio)
+}
+
+fn retry_throttling(value: &Value, path: &str) -> Parsed<RetryThrottling> {
+    let throttling = object(value, path)?;
+    Ok(RetryThrottling {
+        max_tokens: required(throttling, path, "maxTokens", max_tokens)?,
+        token_ratio: required(throttling, path, "tokenRatio", token_ratio)?,
     })
 }
 

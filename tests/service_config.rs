@@ -799,3 +799,61 @@ proptest! {
         prop_assert!(policy.backoff(retry, jitter) <= policy.max_backoff, "backoff is capped at maxBackoff");
     }
 }
+
+// ---- retryThrottling (gRFC A6) ----
+
+fn throttling(value: Value) -> String {
+    json!({ "retryThrottling": value }).to_string()
+}
+
+/// Regression: `retryThrottling` was ignored like an unknown field, so retries were never
+/// throttled.
+#[test]
+fn retry_throttling_is_read_with_its_max_tokens_and_token_ratio() {
+    let config = parse(&throttling(json!({"maxTokens": 10, "tokenRatio": 0.1})));
+    let read = config.retry_throttling().expect("retryThrottling must be read, not ignored");
+    assert_eq!((read.max_tokens, read.token_ratio), (10, 0.1));
+    assert_eq!(parse(&config.to_string()), config, "the canonical form must parse back");
+    assert_eq!(parse("{}").retry_throttling(), None, "no retryThrottling means no throttling");
+    for (tokens, ratio) in [(1, 0.001), (1000, 1000.5), (3, 2.0)] {
+        let config = parse(&throttling(json!({"maxTokens": tokens, "tokenRatio": ratio})));
+        assert!(config.retry_throttling().is_some(), "{tokens}/{ratio} is within gRFC A6's limits");
+    }
+}
+
+#[test]
+fn invalid_retry_throttling_is_rejected_naming_the_field_and_the_reason() {
+    use Kind::*;
+    let wrong = |expected, found| WrongType { expected, found };
+    let (top, tokens, ratio) =
+        ("retryThrottling", "retryThrottling.maxTokens", "retryThrottling.tokenRatio");
+    let cases = [
+        (json!([]), top, wrong(Expected::Object, JsonType::Array)),
+        (json!({"tokenRatio": 1}), tokens, Missing),
+        (json!({"maxTokens": 10}), ratio, Missing),
+        (json!({"maxTokens": 0, "tokenRatio": 1}), tokens, TooSmall { min: 1, got: 0 }),
+        (json!({"maxTokens": 1001, "tokenRatio": 1}), tokens, TooLarge { max: 1000, got: 1001 }),
+        (json!({"maxTokens": 1.5, "tokenRatio": 1}), tokens, NotAnInteger { got: "1.5".into() }),
+        (json!({"maxTokens": 10, "tokenRatio": 0}), ratio, NotPositive { got: "0".into() }),
+        (json!({"maxTokens": 10, "tokenRatio": -0.5}), ratio, NotPositive { got: "-0.5".into() }),
+        (
+            json!({"maxTokens": 10, "tokenRatio": 0.1234}),
+            ratio,
+            TooPrecise { max: 3, got: "0.1234".into() },
+        ),
+        (
+            json!({"maxTokens": 10, "tokenRatio": "0.1"}),
+            ratio,
+            wrong(Expected::Number, JsonType::String),
+        ),
+    ];
+    for (value, path, kind) in cases {
+        let error = parse_err(&throttling(value.clone()));
+        assert_eq!(error.path(), path, "the error for {value} must name the bad field");
+        assert_eq!(error.kind(), &kind, "the error for {value} must give the reason");
+    }
+    assert_eq!(
+        parse_err(&throttling(json!({"maxTokens": 1001, "tokenRatio": 1}))).to_string(),
+        "service config: retryThrottling.maxTokens: must be at most 1000 (got 1001)",
+    );
+}

@@ -1,35 +1,48 @@
 //! One RPC's way through the channel: deadline, pick (or queue), send, retry.
 //!
 //! - The deadline is the earlier of the request's `grpc-timeout` and the method config's
-//!   `timeout`; the remaining time is sent to the server on every attempt.
+//!   `timeout`. It covers the whole RPC: picking, every attempt and backoff, and the response
+//!   body up to its trailers. When it passes, the RPC ends with `DEADLINE_EXCEEDED` and the
+//!   stream is reset (`RST_STREAM(CANCEL)`). The remaining time is sent to the server on every
+//!   attempt as `grpc-timeout`, in the finest unit that fits its 8 digits.
 //! - Picking waits for a new picker while the current one queues, or fails when it fails and the
 //!   RPC is not wait-for-ready.
-//! - Transparent retry (gRFC A6): an attempt that never left the client — its subchannel's
-//!   connection closed before the request was written — is sent again on a fresh pick without
-//!   counting as an attempt.
+//! - Transparent retry (gRFC A6), not counted as an attempt: a request that never left the client
+//!   (its connection closed before it was written) is sent again on a fresh pick, as often as
+//!   needed; a stream the server refused (`REFUSED_STREAM`) or never processed (above a
+//!   GOAWAY's last-stream-id) is sent again once.
 //! - Configured retries (gRFC A6): a response whose `grpc-status` arrives in the headers
 //!   (trailers-only) with a retryable code, or a transport failure mapped to `UNAVAILABLE`, is
 //!   retried after `random(0, min(initialBackoff × multiplier^(n-1), maxBackoff))`, up to
-//!   `maxAttempts`, honouring `grpc-retry-pushback-ms`, unless the request body outgrew the retry
-//!   buffer.
+//!   `maxAttempts`, honouring `grpc-retry-pushback-ms` and `retryThrottling`, unless the RPC
+//!   committed. Attempts after the first carry `grpc-previous-rpc-attempts`.
+//! - Commit (gRFC A6): when response headers arrive, when the request body outgrows the retry
+//!   buffer, or as soon as no further attempt is possible, the request body is no longer kept.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::PathAndQuery;
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::BodyExt;
+use http_body::{Body, Frame};
 use hyper::client::conn::http2::SendRequest;
 use rand::Rng;
-use tokio::time::Instant;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::time::{Instant, Sleep};
 use tonic::{Code, Status};
 
 use super::replay::Replay;
+use super::throttle::Throttle;
 use super::{ServedBy, Shared, WaitForReady};
 use crate::balancer::subchannel::lock;
 use crate::balancer::{PickInfo, PickResult, Subchannel, SubchannelId};
 use crate::service_config::{MethodConfig, RetryPolicy};
+
+/// The header that tells the server how many attempts came before this one (gRFC A6).
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 pub(super) async fn run(
     shared: Arc<Shared>,
@@ -46,20 +59,32 @@ pub(super) async fn run(
         .map(|w| w.0)
         .or(method_config.wait_for_ready)
         .unwrap_or(false);
+    let (parts, body) = request.into_parts();
+    let replay = Replay::new(body, shared.retry_buffer);
     let call = Call {
         shared: &shared,
         path: &path,
         wait_for_ready,
         retry: method_config.retry_policy.as_ref(),
+        throttle: shared.throttles.bucket(config.retry_throttling()),
+        deadline,
+        replay: &replay,
     };
-    let attempts = call.attempts(request, deadline);
+    let attempts = call.attempts(&parts);
     match deadline {
         None => attempts.await,
         Some(deadline) => match tokio::time::timeout_at(deadline, attempts).await {
             Ok(result) => result,
-            Err(_) => Err(Status::deadline_exceeded(format!("deadline exceeded for {path}"))),
+            Err(_) => {
+                replay.abort();
+                Err(deadline_exceeded(&path))
+            }
         },
     }
+}
+
+fn deadline_exceeded(path: &str) -> Status {
+    Status::deadline_exceeded(format!("deadline exceeded for {path}"))
 }
 
 struct Call<'a> {
@@ -67,58 +92,118 @@ struct Call<'a> {
     path: &'a str,
     wait_for_ready: bool,
     retry: Option<&'a RetryPolicy>,
+    throttle: Option<Arc<Throttle>>,
+    deadline: Option<Instant>,
+    replay: &'a Replay,
 }
 
 /// How one attempt ended.
 enum Attempt {
     /// A response to hand back or retry.
     Response(Response<hyper::body::Incoming>),
-    /// The request never left the client: retry transparently.
-    NotSent,
-    /// The transport failed after the request may have been sent.
+    /// The request never left the client: retry it transparently, as it is.
+    NotSent(Request<tonic::body::Body>),
+    /// The server refused the stream or never processed it: one transparent retry is allowed.
+    Unprocessed {
+        /// What the RPC fails with if it cannot be retried.
+        status: Status,
+        /// `REFUSED_STREAM` (the connection is fine) rather than GOAWAY (it is going away).
+        refused: bool,
+    },
+    /// The transport failed after the request may have been processed.
     Failed(Status),
 }
 
 impl Call<'_> {
     async fn attempts(
         &self,
-        request: Request<tonic::body::Body>,
-        deadline: Option<Instant>,
+        parts: &http::request::Parts,
     ) -> Result<Response<tonic::body::Body>, Status> {
-        let (parts, body) = request.into_parts();
-        let replay = Replay::new(body, self.shared.retry_buffer);
         let mut attempt = 1;
+        let mut transparent_retry_left = true;
         let mut skip = Vec::new();
+        let mut unsent = None;
         loop {
             let (sc, sender) = self.pick(&mut skip).await?;
-            let request = attempt_request(&parts, &sc, replay.attempt(), deadline);
+            let request = unsent.take().unwrap_or_else(|| self.request(parts, attempt));
+            if !transparent_retry_left && !self.may_retry(attempt) {
+                // Nothing could replay the request after this attempt: commit now rather than
+                // at the response headers.
+                self.replay.commit();
+            }
             let status = match send(sender, request).await {
-                Attempt::NotSent => {
+                Attempt::NotSent(request) => {
                     skip.push(sc.id());
+                    unsent = Some(request);
                     continue;
                 }
-                Attempt::Response(response) => match trailers_only_status(&response) {
-                    Some(status) if self.retryable(&status, attempt, &replay) => {
-                        self.pause(attempt, &response).await?;
-                        attempt += 1;
+                Attempt::Unprocessed { status, refused } => {
+                    if transparent_retry_left && self.replay.replayable() {
+                        transparent_retry_left = false;
+                        if !refused {
+                            skip.push(sc.id());
+                        }
                         continue;
                     }
-                    _ => {
-                        let mut response = response.map(response_body);
-                        let served =
-                            ServedBy { subchannel: sc.id(), address: sc.address().clone() };
-                        response.extensions_mut().insert(served);
-                        return Ok(response);
+                    status
+                }
+                Attempt::Response(response) => {
+                    let Some(status) = trailers_only_status(&response) else {
+                        return Ok(self.finish(response, &sc));
+                    };
+                    if !self.should_retry(&status, attempt, Some(&response)).await {
+                        return Ok(self.finish(response, &sc));
                     }
-                },
+                    attempt += 1;
+                    continue;
+                }
                 Attempt::Failed(status) => status,
             };
-            if !self.retryable(&status, attempt, &replay) {
+            if !self.should_retry(&status, attempt, None).await {
                 return Err(status);
             }
-            self.backoff(attempt).await;
             attempt += 1;
         }
+    }
+
+    /// The request for attempt number `attempt` (1 for the first; transparent retries reuse the
+    /// number): the caller's method, path and headers, addressed to the channel's authority, with
+    /// the remaining deadline and, after the first, the number of previous attempts.
+    fn request(&self, parts: &http::request::Parts, attempt: u32) -> Request<tonic::body::Body> {
+        let mut request =
+            attempt_request(parts, &self.shared.authority, self.replay.attempt(), self.deadline);
+        request.headers_mut().remove(PREVIOUS_ATTEMPTS);
+        if attempt > 1 {
+            request.headers_mut().insert(PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
+        }
+        request
+    }
+
+    /// The response handed to the caller: the RPC is committed, and its body is bounded by the
+    /// deadline and counted for retry throttling.
+    fn finish(
+        &self,
+        response: Response<hyper::body::Incoming>,
+        sc: &Subchannel,
+    ) -> Response<tonic::body::Body> {
+        self.replay.commit();
+        if let Some(throttle) = &self.throttle
+            && status_header(response.headers()) == Some(Code::Ok)
+        {
+            throttle.success();
+        }
+        let mut response = response.map(|body| {
+            tonic::body::Body::new(ResponseBody {
+                inner: Some(body),
+                deadline: self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                path: self.path.to_owned(),
+                throttle: self.throttle.clone(),
+                replay: self.replay.clone(),
+            })
+        });
+        let served = ServedBy { subchannel: sc.id(), address: sc.address().clone() };
+        response.extensions_mut().insert(served);
+        response
     }
 
     /// Picks a READY subchannel, waiting for new pickers while the current one queues (or
@@ -149,39 +234,54 @@ impl Call<'_> {
         }
     }
 
-    fn retryable(&self, status: &Status, attempt: u32, replay: &Replay) -> bool {
-        self.retry.is_some_and(|retry| {
-            attempt < retry.max_attempts
-                && retry.retryable_status_codes.contains(&status.code())
-                && !replay.committed()
-        })
+    /// Whether a retry policy could still allow attempt `attempt + 1`.
+    fn may_retry(&self, attempt: u32) -> bool {
+        self.retry.is_some_and(|retry| attempt < retry.max_attempts) && self.replay.replayable()
     }
 
-    /// Waits before attempt `attempt + 1`: the server's pushback if it sent one, else backoff.
-    /// A negative or malformed pushback means "do not retry" (gRFC A6).
-    async fn pause(
+    /// Decides whether attempt `attempt`, which failed with `status`, is retried (gRFC A6, in
+    /// grpc-go's order), and if so waits: the server's pushback if it sent one, else backoff.
+    async fn should_retry(
         &self,
+        status: &Status,
         attempt: u32,
-        response: &Response<hyper::body::Incoming>,
-    ) -> Result<(), Status> {
-        match response.headers().get("grpc-retry-pushback-ms") {
-            None => self.backoff(attempt).await,
+        response: Option<&Response<hyper::body::Incoming>>,
+    ) -> bool {
+        let pushback = response.and_then(|r| r.headers().get("grpc-retry-pushback-ms"));
+        let pushback = match pushback {
+            None => None,
             Some(value) => match value.to_str().ok().and_then(|v| u64::from_str(v).ok()) {
-                Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+                Some(ms) => Some(Duration::from_millis(ms)),
                 None => {
-                    let status = trailers_only_status(response)
-                        .unwrap_or_else(|| Status::unavailable("server asked not to retry"));
-                    return Err(status);
+                    // A negative or malformed pushback means "do not retry"; it counts as a
+                    // failure for throttling.
+                    if let Some(throttle) = &self.throttle {
+                        throttle.failure();
+                    }
+                    return false;
                 }
             },
+        };
+        let Some(retry) = self.retry else { return false };
+        if !retry.is_retryable(status.code()) {
+            return false;
         }
-        Ok(())
-    }
-
-    async fn backoff(&self, attempt: u32) {
-        let Some(retry) = self.retry else { return };
-        let jitter: f64 = lock(&self.shared.rng).random();
-        tokio::time::sleep(retry.backoff(attempt, jitter)).await;
+        // Only failures with a retryable code take a token.
+        if self.throttle.as_ref().is_some_and(|throttle| !throttle.failure()) {
+            return false;
+        }
+        if !self.may_retry(attempt) {
+            return false;
+        }
+        let delay = match pushback {
+            Some(delay) => delay,
+            None => {
+                let jitter: f64 = lock(&self.shared.rng).random();
+                retry.backoff(attempt, jitter)
+            }
+        };
+        tokio::time::sleep(delay).await;
+        true
     }
 }
 
@@ -191,34 +291,110 @@ async fn send(
     request: Request<tonic::body::Body>,
 ) -> Attempt {
     if sender.ready().await.is_err() {
-        return Attempt::NotSent;
+        return Attempt::NotSent(request);
     }
     match sender.try_send_request(request).await {
         Ok(response) => Attempt::Response(response),
         Err(mut error) => match error.take_message() {
-            Some(_) => Attempt::NotSent,
-            None => Attempt::Failed(Status::unavailable(format!(
-                "channel: transport failed: {}",
-                error.into_error()
-            ))),
+            Some(request) => Attempt::NotSent(request),
+            None => {
+                let error = error.into_error();
+                let status = Status::unavailable(format!("channel: transport failed: {error}"));
+                match unprocessed(&error) {
+                    Some(refused) => Attempt::Unprocessed { status, refused },
+                    None => Attempt::Failed(status),
+                }
+            }
         },
     }
 }
 
-/// The response body as tonic reads it. A transport failure while the body is being read (the
-/// connection died mid-response) becomes `UNAVAILABLE`, as in grpc-go, rather than tonic's
-/// `UNKNOWN` for an opaque body error.
-fn response_body(body: hyper::body::Incoming) -> tonic::body::Body {
-    tonic::body::Body::new(body.map_err(|e| {
-        Status::unavailable(format!("channel: connection lost while reading the response: {e}"))
-    }))
+/// Whether a failed attempt's stream was never processed by the server, per the HTTP/2 error in
+/// `error`'s source chain: `Some(true)` for `REFUSED_STREAM`, `Some(false)` for a stream above a
+/// GOAWAY's last-stream-id (h2 fails exactly those, and streams opened after the GOAWAY, with a
+/// remote GOAWAY error; streams the server did process fail with other errors).
+fn unprocessed(error: &(dyn std::error::Error + 'static)) -> Option<bool> {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            if h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(true);
+            }
+            return (h2.is_go_away() && h2.is_remote()).then_some(false);
+        }
+        source = error.source();
+    }
+    None
 }
 
-/// The request for one attempt: the caller's method, path and headers, addressed to the
-/// subchannel, with the remaining deadline.
+/// The response body as the caller reads it.
+///
+/// - The deadline covers it: when it passes, the body ends with `DEADLINE_EXCEEDED` and the
+///   HTTP/2 stream is dropped, which resets it (`RST_STREAM(CANCEL)`), and the request body ends.
+/// - A transport failure while it is read (the connection died mid-response) becomes
+///   `UNAVAILABLE`, as in grpc-go, rather than tonic's `UNKNOWN` for an opaque body error.
+/// - Trailers with `grpc-status: 0` count as a success for retry throttling.
+struct ResponseBody {
+    inner: Option<hyper::body::Incoming>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    path: String,
+    throttle: Option<Arc<Throttle>>,
+    replay: Replay,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        let Some(inner) = &mut this.inner else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let ok = frame.trailers_ref().is_some_and(|t| status_header(t) == Some(Code::Ok));
+                if let (true, Some(throttle)) = (ok, &this.throttle) {
+                    throttle.success();
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.inner = None;
+                let message =
+                    format!("channel: connection lost while reading the response: {error}");
+                return Poll::Ready(Some(Err(Status::unavailable(message))));
+            }
+            Poll::Ready(None) => {
+                this.inner = None;
+                this.deadline = None;
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the stream resets it; aborting ends a request still streaming.
+            this.inner = None;
+            this.deadline = None;
+            this.replay.abort();
+            return Poll::Ready(Some(Err(deadline_exceeded(&this.path))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+}
+
+/// The request for one attempt: the caller's method, path and headers, addressed to
+/// `authority`, with the remaining deadline.
 fn attempt_request(
     parts: &http::request::Parts,
-    sc: &Subchannel,
+    authority: &Authority,
     body: tonic::body::Body,
     deadline: Option<Instant>,
 ) -> Request<tonic::body::Body> {
@@ -227,24 +403,28 @@ fn attempt_request(
     *request.headers_mut() = parts.headers.clone();
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = sc.authority().cloned();
+    uri.authority = Some(authority.clone());
     uri.path_and_query =
         Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| parts.uri.clone());
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let value = format!("{}m", remaining.as_millis().max(1));
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::from_str(&encode_grpc_timeout(remaining)) {
             request.headers_mut().insert("grpc-timeout", value);
         }
     }
     request
 }
 
+/// The `grpc-status` in `headers` (or trailers), if any.
+fn status_header(headers: &http::HeaderMap) -> Option<Code> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(Code::from_i32(code))
+}
+
 /// The status of a trailers-only response (`grpc-status` in the headers), if not OK.
 fn trailers_only_status<B>(response: &Response<B>) -> Option<Status> {
-    let code = response.headers().get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
-    let code = Code::from_i32(code);
+    let code = status_header(response.headers())?;
     if code == Code::Ok {
         return None;
     }
@@ -277,6 +457,25 @@ fn deadline(request: &Request<tonic::body::Body>, config: &MethodConfig) -> Opti
     timeout.map(|t| Instant::now() + t)
 }
 
+/// Encodes a `grpc-timeout` header value per gRPC's HTTP/2 protocol doc: at most 8 digits, in the
+/// finest unit (`n u m S M H`) in which the timeout fits, rounded up so the server never sees a
+/// shorter deadline than the client's (grpc-go's `encodeTimeout`). Timeouts beyond 99,999,999
+/// hours (about 11,000 years) are sent as that.
+fn encode_grpc_timeout(timeout: Duration) -> String {
+    const MAX_VALUE: u128 = 99_999_999;
+    const UNITS: [(u128, char); 5] =
+        [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M')];
+    let nanos = timeout.as_nanos();
+    for (unit_nanos, unit) in UNITS {
+        let value = nanos.div_ceil(unit_nanos);
+        if value <= MAX_VALUE {
+            return format!("{value}{unit}");
+        }
+    }
+    let hours = nanos.div_ceil(3_600_000_000_000).min(MAX_VALUE);
+    format!("{hours}H")
+}
+
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit (`H M S m u n`).
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -307,6 +506,40 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5u"), Some(Duration::from_micros(5)));
         for bad in ["", "S", "10", "1x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?} must be rejected");
+        }
+    }
+
+    /// Regression: the header was always whole milliseconds, so deadlines over ~27.8 h became a
+    /// 9-digit value that grpc-go servers reject.
+    #[test]
+    fn grpc_timeout_headers_use_the_finest_unit_that_fits_in_eight_digits_rounding_up() {
+        let cases = [
+            (Duration::ZERO, "0n"),
+            (Duration::from_nanos(1), "1n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_nanos(100_000_000), "100000u"),
+            (Duration::from_nanos(100_000_001), "100001u"),
+            (Duration::from_micros(99_999_999), "99999999u"),
+            (Duration::from_micros(100_000_000), "100000m"),
+            (Duration::from_millis(99_999_999), "99999999m"),
+            (Duration::from_millis(99_999_999) + Duration::from_nanos(1), "100000S"),
+            (Duration::from_secs(28 * 3600), "100800S"),
+            (Duration::from_secs(99_999_999), "99999999S"),
+            (Duration::from_secs(100_000_000), "1666667M"),
+            (Duration::from_secs(99_999_999 * 60), "99999999M"),
+            (Duration::from_secs(99_999_999 * 60 + 1), "1666667H"),
+            (Duration::from_secs(99_999_999 * 3600), "99999999H"),
+            (Duration::MAX, "99999999H"),
+        ];
+        for (timeout, expected) in cases {
+            let encoded = encode_grpc_timeout(timeout);
+            assert_eq!(encoded, expected, "{timeout:?} must encode as {expected}");
+            assert!(encoded.len() <= 9, "grpc-timeout allows at most 8 digits, got {encoded}");
+            let decoded = parse_grpc_timeout(&encoded).expect("an encoded timeout must parse");
+            assert!(
+                decoded >= timeout.min(Duration::from_secs(99_999_999 * 3600)),
+                "encoding {timeout:?} must round up, not down (got {encoded})"
+            );
         }
     }
 

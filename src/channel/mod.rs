@@ -19,12 +19,30 @@
 //! is READY (until its deadline), fails fast with `UNAVAILABLE` when the policy is in
 //! TRANSIENT_FAILURE (unless wait-for-ready), and is retried per the method's `retryPolicy`.
 //! The control task stops when the last clone of the channel is dropped.
+//!
+//! # Deadlines
+//! An RPC's deadline is the earlier of the caller's timeout (`grpc-timeout`, as tonic's
+//! `Request::set_timeout` sets it) and the method config's `timeout`. It covers the whole RPC:
+//! queueing for a connection, every attempt and retry backoff, and the response body up to its
+//! trailers. When it passes, the RPC fails with `DEADLINE_EXCEEDED` and its HTTP/2 stream is
+//! reset, even if the server already sent response headers. Each attempt tells the server the
+//! time left in `grpc-timeout`, in the finest unit that fits 8 digits (rounded up).
+//!
+//! # Authority
+//! Every RPC's `:authority` names the target, not the address it was sent to: the one set with
+//! [`ChannelBuilder::authority`], or else the resolver's
+//! [`default_authority`](ResolverBuilder::default_authority) — the endpoint for `passthrough`
+//! and custom resolvers, `host:port` for `dns` (port 443 unless given), the first item's
+//! `host:port` for `pass`, the service name for `etcd`. It is computed once, when the channel is
+//! built; a default that is no valid authority has each character an authority cannot hold replaced
+//! by `_` (`a:9080#2` becomes `a_9080_2`).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::uri::Authority;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +61,7 @@ mod call;
 mod control;
 mod published;
 mod replay;
+mod throttle;
 
 /// Marks an RPC as wait-for-ready (or not), overriding the method config: put it in the
 /// request's extensions (`request.extensions_mut().insert(WaitForReady(true))`).
@@ -89,6 +108,30 @@ pub enum ChannelError {
     /// names the setting and its allowed range.
     #[error("channel: {0}")]
     Subchannel(#[from] ConfigError),
+    /// The authority given to [`ChannelBuilder::authority`] is not a valid `:authority`.
+    #[error(
+        "channel: authority {authority:?} is not a valid URI authority (host[:port]): {reason}"
+    )]
+    Authority {
+        /// The authority given.
+        authority: String,
+        /// Why it is not valid.
+        reason: String,
+    },
+    /// The resolver's default authority for the target is empty, so not even its sanitized
+    /// form is a valid `:authority`.
+    #[error(
+        "channel: the {scheme} resolver's default authority {authority:?} is not a valid URI \
+         authority (host[:port]): {reason}; set one with ChannelBuilder::authority"
+    )]
+    DefaultAuthority {
+        /// The target's scheme.
+        scheme: String,
+        /// The resolver's default authority.
+        authority: String,
+        /// Why it is not valid.
+        reason: String,
+    },
     /// `build` was called outside a tokio runtime.
     #[error("channel: build must be called inside a tokio runtime (the channel spawns tasks)")]
     NoRuntime,
@@ -185,9 +228,34 @@ pub struct ChannelBuilder {
     seed: Option<u64>,
     retry_buffer: usize,
     events: EventSink,
+    authority: Option<Authority>,
+}
+
+/// Parses an `:authority`: a URI authority without userinfo (RFC 9113 §8.3.1).
+fn parse_authority(text: &str) -> Result<Authority, String> {
+    if text.contains('@') {
+        return Err("userinfo (\"user@\") is not allowed".to_owned());
+    }
+    text.parse::<Authority>().map_err(|e| e.to_string())
 }
 
 impl ChannelBuilder {
+    /// Sets the `:authority` of every RPC, such as the virtual host name that the servers
+    /// behind a `pass` list share. Default: the resolver's
+    /// [`default_authority`](ResolverBuilder::default_authority) for the target.
+    ///
+    /// # Errors
+    /// [`ChannelError::Authority`] when `authority` is not `host[:port]` (empty, userinfo, a
+    /// path, characters a URI authority cannot hold).
+    pub fn authority(mut self, authority: &str) -> Result<Self, ChannelError> {
+        let parsed = parse_authority(authority).map_err(|reason| ChannelError::Authority {
+            authority: authority.to_owned(),
+            reason,
+        })?;
+        self.authority = Some(parsed);
+        Ok(self)
+    }
+
     /// Sets the service config used until (and unless) the resolver supplies one. Default: none,
     /// which means `pick_first` and no method configs.
     ///
@@ -290,6 +358,19 @@ impl ChannelBuilder {
 
         let (sink, updates) = UpdateSink::pair();
         let resolver = builder.build(&target, sink)?;
+        let authority = match self.authority {
+            Some(authority) => authority,
+            None => {
+                let default = builder.default_authority(&target);
+                parse_authority(&default)
+                    .or_else(|_| parse_authority(&crate::resolver::sanitize_authority(&default)))
+                    .map_err(|reason| ChannelError::DefaultAuthority {
+                        scheme: target.scheme().to_owned(),
+                        authority: default.clone(),
+                        reason,
+                    })?
+            }
+        };
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
         let published = Arc::new(published::Published::new(PickerUpdate::connecting()));
@@ -328,6 +409,8 @@ impl ChannelBuilder {
                 config: config_rx,
                 rng: Mutex::new(call_rng),
                 retry_buffer: self.retry_buffer,
+                authority,
+                throttles: throttle::Throttles::default(),
                 _close: close_tx,
             }),
         })
@@ -349,6 +432,10 @@ struct Shared {
     config: watch::Receiver<Arc<ServiceConfig>>,
     rng: Mutex<ChaCha8Rng>,
     retry_buffer: usize,
+    /// Every RPC's `:authority`.
+    authority: Authority,
+    /// The retry throttling bucket (gRFC A6).
+    throttles: throttle::Throttles,
     _close: oneshot::Sender<()>,
 }
 
@@ -374,6 +461,7 @@ impl Channel {
             seed: None,
             retry_buffer: replay::DEFAULT_LIMIT,
             events: EventSink::default(),
+            authority: None,
         }
     }
 

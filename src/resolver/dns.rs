@@ -136,6 +136,15 @@ impl ResolverBuilder for DnsBuilder {
         };
         Ok(Box::new(DnsResolver { wake, task: tokio::spawn(task.run()) }))
     }
+
+    /// The endpoint's `host:port`, with the default port filled in and IPv6 in brackets.
+    fn default_authority(&self, target: &Target) -> String {
+        match split_host_port(target.endpoint()) {
+            Ok((host, port)) if host.contains(':') => format!("[{host}]:{port}"),
+            Ok((host, port)) => format!("{host}:{port}"),
+            Err(_) => target.endpoint().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug)]

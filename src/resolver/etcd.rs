@@ -149,6 +149,15 @@ impl ResolverBuilder for EtcdBuilder {
         let task = tokio::spawn(discovery.run());
         Ok(Box::new(EtcdResolver { wake, task }))
     }
+
+    /// The service name (without `#N`), which names what the channel talks to; characters a
+    /// URI authority cannot hold (such as the `/` of `foo/bar/my-service`) become `_`.
+    fn default_authority(&self, target: &Target) -> String {
+        match target.endpoint().parse::<EtcdService>() {
+            Ok(service) => super::sanitize_authority(service.name()),
+            Err(_) => target.endpoint().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -335,6 +335,19 @@ pub trait ResolverBuilder: Send + Sync + fmt::Debug {
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError>;
+
+    /// The `:authority` of every RPC on a channel for `target`, unless the channel sets one
+    /// (`ChannelBuilder::authority`). It names the service, never a resolved address.
+    ///
+    /// # Contract
+    /// Called once per channel, after `build` accepted `target`, on the same task. A result that
+    /// is not a valid URI authority (`host[:port]`, no userinfo) is sent as one host name with
+    /// every character an authority cannot hold replaced by `_` (`a:1#2` becomes `a_1_2`):
+    /// grpc-go sends an endpoint whatever it holds, but HTTP/2 here needs a valid one.
+    /// Default: the target's endpoint, as grpc-go's resolvers do.
+    fn default_authority(&self, target: &Target) -> String {
+        target.endpoint().to_owned()
+    }
 }
 
 /// A shared builder builds like the builder it shares, so `Arc<dyn ResolverBuilder>` can be
@@ -350,6 +363,10 @@ impl<T: ResolverBuilder + ?Sized> ResolverBuilder for Arc<T> {
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
         (**self).build(target, updates)
+    }
+
+    fn default_authority(&self, target: &Target) -> String {
+        (**self).default_authority(target)
     }
 }
 
@@ -416,6 +433,19 @@ pub(crate) struct StaticResolver;
 
 impl Resolver for StaticResolver {
     fn resolve_now(&mut self) {}
+}
+
+/// `text` as a URI authority that is one host name (RFC 3986 `reg-name`): every character but
+/// the unreserved and sub-delims ones (`:`, `/`, `#`, `%`, `@`, spaces, …) becomes `_`. Lossy on
+/// purpose: the `http` crate accepts no percent-encoding in a host name.
+pub(crate) fn sanitize_authority(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '.' | '_' | '~' => c,
+            '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -31,4 +31,16 @@ impl ResolverBuilder for PassBuilder {
         updates.update(ResolverState::from_addresses(anchors.expand()));
         Ok(Box::new(StaticResolver))
     }
+
+    /// The first item's `host:port`. The endpoint itself (`a:1#2,b:1`) is no valid authority,
+    /// and a `pass` list names replicas of one service, so any item names it; the first is the
+    /// one a user reads first and `pick_first` tries first, and for a one-item list it is what
+    /// grpc-go's `passthrough` would send. Replicas reached under a shared virtual host name
+    /// should set `ChannelBuilder::authority`.
+    fn default_authority(&self, target: &Target) -> String {
+        match target.endpoint().parse::<AnchorList>() {
+            Ok(anchors) => anchors.items().first().map(|a| a.addr()).unwrap_or_default(),
+            Err(_) => target.endpoint().to_owned(),
+        }
+    }
 }

@@ -118,8 +118,6 @@ pub struct Subchannel {
 struct Shared {
     id: SubchannelId,
     address: Address,
-    /// `address.addr` as a URI authority, parsed once for every request's `:authority`.
-    authority: Option<http::uri::Authority>,
     connect: ConnectSink,
     conn: Mutex<Option<SendRequest<tonic::body::Body>>>,
 }
@@ -143,11 +141,6 @@ impl Subchannel {
     /// The address it connects to.
     pub fn address(&self) -> &Address {
         &self.shared.address
-    }
-
-    /// The address as the authority of each request's URI; `None` if it is not a valid one.
-    pub(crate) fn authority(&self) -> Option<&http::uri::Authority> {
-        self.shared.authority.as_ref()
     }
 
     /// Asks an IDLE subchannel to connect. Ignored in any other state. Never blocks.
@@ -184,8 +177,7 @@ impl Subchannel {
 
 impl Shared {
     fn new(id: SubchannelId, address: Address, connect: ConnectSink) -> Self {
-        let authority = address.addr.parse().ok();
-        Self { id, address, authority, connect, conn: Mutex::new(None) }
+        Self { id, address, connect, conn: Mutex::new(None) }
     }
 }
 

@@ -1,0 +1,107 @@
+//! Retry throttling (gRFC A6): one token bucket per channel, shared by every RPC.
+//!
+//! The bucket starts full at `maxTokens`. An attempt that fails with a code its method's
+//! `retryableStatusCodes` lists takes one token; an RPC that ends OK gives back `tokenRatio`, up to
+//! `maxTokens`. While the tokens are at or below `maxTokens / 2`, no RPC is retried. Tokens are
+//! counted in thousandths (the ratio has at most 3 decimal places), so the arithmetic is exact.
+
+use std::sync::{Arc, Mutex};
+
+use crate::balancer::subchannel::lock;
+use crate::service_config::RetryThrottling;
+
+/// The channel's current bucket, replaced by a fresh, full one when the service config's
+/// `retryThrottling` changes (grpc-go builds a new throttler whenever it applies a config).
+#[derive(Debug, Default)]
+pub(crate) struct Throttles(Mutex<Option<Arc<Throttle>>>);
+
+impl Throttles {
+    /// The bucket for RPCs started under `policy`; `None` when the config does not throttle.
+    pub(crate) fn bucket(&self, policy: Option<&RetryThrottling>) -> Option<Arc<Throttle>> {
+        let policy = policy?;
+        let mut current = lock(&self.0);
+        match &*current {
+            Some(bucket) if bucket.policy == *policy => Some(bucket.clone()),
+            _ => {
+                let bucket = Arc::new(Throttle::new(*policy));
+                *current = Some(bucket.clone());
+                Some(bucket)
+            }
+        }
+    }
+}
+
+/// One token bucket.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    policy: RetryThrottling,
+    /// `maxTokens` in thousandths.
+    max: u64,
+    /// `tokenRatio` in thousandths.
+    ratio: u64,
+    /// The current tokens, in thousandths.
+    tokens: Mutex<u64>,
+}
+
+impl Throttle {
+    fn new(policy: RetryThrottling) -> Self {
+        let max = u64::from(policy.max_tokens) * 1000;
+        // Validated: greater than 0 with at most 3 decimals; `as` saturates huge ratios.
+        let ratio = (policy.token_ratio * 1000.0).round() as u64;
+        Self { policy, max, ratio, tokens: Mutex::new(max) }
+    }
+
+    /// Records an attempt that failed with a retryable code; returns whether a retry is still
+    /// allowed (tokens above half the maximum).
+    pub(crate) fn failure(&self) -> bool {
+        let mut tokens = lock(&self.tokens);
+        *tokens = tokens.saturating_sub(1000);
+        *tokens * 2 > self.max
+    }
+
+    /// Records an RPC that ended OK.
+    pub(crate) fn success(&self) {
+        let mut tokens = lock(&self.tokens);
+        *tokens = tokens.saturating_add(self.ratio).min(self.max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service_config::ServiceConfig;
+
+    fn policy(json: &str) -> RetryThrottling {
+        *ServiceConfig::parse(json).unwrap().retry_throttling().unwrap()
+    }
+
+    #[test]
+    fn failures_stop_retries_at_half_the_tokens_and_successes_refill_by_the_ratio() {
+        let throttle =
+            Throttle::new(policy(r#"{"retryThrottling":{"maxTokens":3,"tokenRatio":0.5}}"#));
+        assert!(throttle.failure(), "3 - 1 = 2 tokens is above 1.5: retries are allowed");
+        assert!(!throttle.failure(), "1 token is at or below 1.5: retries must stop");
+        assert!(!throttle.failure(), "0 tokens: retries stay stopped");
+        for _ in 0..6 {
+            throttle.success();
+        }
+        assert!(throttle.failure(), "6 successes × 0.5 refill to 3 (the cap), then 2 > 1.5");
+    }
+
+    #[test]
+    fn a_changed_policy_starts_a_fresh_bucket_and_an_unchanged_one_keeps_it() {
+        let throttles = Throttles::default();
+        let a = policy(r#"{"retryThrottling":{"maxTokens":2,"tokenRatio":1}}"#);
+        let b = policy(r#"{"retryThrottling":{"maxTokens":4,"tokenRatio":1}}"#);
+        let first = throttles.bucket(Some(&a)).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &throttles.bucket(Some(&a)).unwrap()),
+            "same policy, same bucket"
+        );
+        assert!(
+            !Arc::ptr_eq(&first, &throttles.bucket(Some(&b)).unwrap()),
+            "new policy, new bucket"
+        );
+        assert!(throttles.bucket(None).is_none(), "no policy, no throttling");
+    }
+}
