@@ -12,7 +12,7 @@
 //!   (gRFC A62): the policy reports TRANSIENT_FAILURE until a subchannel becomes READY, even
 //!   while subchannels reconnect.
 //!
-//! A *pass* walks the list in order ([`PickFirst::request_connection`]): it connects the first
+//! A *pass* walks the list in order: it connects the first
 //! IDLE subchannel and waits for it, waits for one already CONNECTING, and skips one in
 //! TRANSIENT_FAILURE (it is still backing off). A subchannel that fails while it is the one the
 //! pass waits for moves the pass on. When every subchannel has failed in the pass, the *first
