@@ -73,6 +73,11 @@ use crate::address::Address;
 /// The largest connection count `#N` accepts.
 pub const MAX_CONNECTIONS: u32 = 1024;
 
+/// The most connections one target may ask for in all (the sum of its items' `#N`, or an
+/// `etcd` service's `#N` times the addresses discovered): 16,384, some 500 MB of HTTP/2
+/// connection state. A longer list is refused before anything is expanded or dialled.
+pub const MAX_TOTAL_CONNECTIONS: u32 = 16 * 1024;
+
 /// The host an empty host (`:9080`) stands for.
 const DEFAULT_HOST: &str = "localhost";
 
@@ -190,6 +195,7 @@ impl FromStr for AnchorList {
         }
         let mut items = Vec::new();
         let mut seen: HashMap<(Host, u16), usize> = HashMap::new();
+        let mut total = 0u64;
         for (index, text) in s.split(',').enumerate() {
             let position = index + 1;
             let fail = |kind| AnchorError::Item { position, item: text.to_owned(), kind };
@@ -201,6 +207,10 @@ impl FromStr for AnchorList {
                 }
                 Entry::Vacant(slot) => slot.insert(position),
             };
+            total += u64::from(anchor.connections);
+            if total > u64::from(MAX_TOTAL_CONNECTIONS) {
+                return Err(AnchorError::TooManyConnections { position });
+            }
             items.push(anchor);
         }
         Ok(AnchorList { items })
@@ -303,6 +313,15 @@ pub enum AnchorError {
         item: String,
         /// What is wrong with it.
         kind: ItemErrorKind,
+    },
+    /// The items ask for more than [`MAX_TOTAL_CONNECTIONS`] connections in all.
+    #[error(
+        "pass target: the items up to item {position} ask for more than {MAX_TOTAL_CONNECTIONS} \
+         connections in all (the sum of their #N)"
+    )]
+    TooManyConnections {
+        /// 1-based position of the item that went over the limit.
+        position: usize,
     },
 }
 
@@ -567,6 +586,19 @@ fn write_count(f: &mut fmt::Formatter<'_>, connections: u32) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
+    /// Regression: a valid list of 10,000 items each `#1024` expanded to 10.24M addresses
+    /// (10 s, 6.5 GB) before anything was dialled.
+    #[test]
+    fn a_list_asking_for_more_than_the_total_connection_limit_is_refused_before_expanding() {
+        let at_limit: Vec<String> = (0..16).map(|i| format!("h{i}:1#1024")).collect();
+        let list: AnchorList = at_limit.join(",").parse().expect("16 x 1024 is the limit");
+        assert_eq!(list.expand().len(), MAX_TOTAL_CONNECTIONS as usize);
+        let over: Vec<String> = (0..10_000).map(|i| format!("h{i}:1#1024")).collect();
+        let err = over.join(",").parse::<AnchorList>().unwrap_err();
+        assert_eq!(err, AnchorError::TooManyConnections { position: 17 }, "named at item 17");
+        assert!(err.to_string().contains("16384"), "the message must name the limit: {err}");
+    }
+
     use super::*;
 
     fn list(s: &str) -> AnchorList {

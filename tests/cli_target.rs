@@ -86,3 +86,34 @@ fn given_a_pass_target_when_inspected_as_text_then_each_connection_is_a_line() {
         "an item without #N must get one connection, not the previous item's count"
     );
 }
+
+/// Regression: `anchorage target` accepted targets that `Channel::build` refuses, because it
+/// checked only the target's syntax, not each resolver's own rules.
+#[tokio::test]
+async fn target_refuses_exactly_what_the_channel_refuses_with_the_same_message() {
+    let huge: Vec<String> = (0..10_000).map(|i| format!("h{i}:1#1024")).collect();
+    let huge = format!("pass:///{}", huge.join(","));
+    let refused = [
+        "pass://auth/a:1",
+        "passthrough://x/a:1",
+        "dns:///host:0",
+        "dns://8.8.8.8/host:443",
+        "etcd://https://h:1/svc",
+        huge.as_str(),
+    ];
+    for target in refused {
+        let built = anchorage::channel::Channel::builder(target).build();
+        let error = built.expect_err("the channel must refuse it").to_string();
+        let out = anchorage_target(&[target]);
+        assert_eq!(out.status.code(), Some(2), "{target:.60}: target must exit 2");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!("anchorage target: {error}"),
+            "{target:.60}: target must say what Channel::build says"
+        );
+    }
+    for accepted in ["pass:///a:1#2,b:1", "dns:///host:443", "etcd:///svc#2", "localhost:50051"] {
+        assert!(anchorage::channel::Channel::builder(accepted).build().is_ok(), "{accepted}");
+        assert!(anchorage_target(&[accepted]).status.success(), "{accepted} must exit 0");
+    }
+}

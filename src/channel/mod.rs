@@ -239,6 +239,13 @@ fn parse_authority(text: &str) -> Result<Authority, String> {
     text.parse::<Authority>().map_err(|e| e.to_string())
 }
 
+/// What [`ChannelBuilder::check`] found valid.
+struct Checked {
+    target: Target,
+    builder: Arc<dyn ResolverBuilder>,
+    authority: http::uri::Authority,
+}
+
 impl ChannelBuilder {
     /// Sets the `:authority` of every RPC, such as the virtual host name that the servers
     /// behind a `pass` list share. Default: the resolver's
@@ -332,18 +339,20 @@ impl ChannelBuilder {
         self
     }
 
-    /// Parses the target, builds its resolver and starts the channel's control task.
+    /// Checks everything [`build`](Self::build) would check, without starting anything and
+    /// without a runtime: the target's syntax, the resolver's own rules for it
+    /// ([`ResolverBuilder::validate`]), the `:authority`, and the subchannel settings.
+    /// `anchorage target` uses it, so it says exactly what `build` would.
     ///
     /// # Errors
-    /// [`ChannelError::Target`] for a malformed target, [`ChannelError::Resolver`] when the
-    /// resolver rejects it (a bad anchor list, say), [`ChannelError::Subchannel`] for a
-    /// backoff, connect timeout or keep-alive setting out of range, [`ChannelError::NoRuntime`]
-    /// outside tokio.
-    pub fn build(self) -> Result<Channel, ChannelError> {
-        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::NoRuntime)?;
+    /// The error `build` would return (other than [`ChannelError::NoRuntime`]).
+    pub fn validate(&self) -> Result<(), ChannelError> {
+        self.check().map(|_| ())
+    }
+
+    /// The checks shared by [`validate`](Self::validate) and [`build`](Self::build).
+    fn check(&self) -> Result<Checked, ChannelError> {
         self.subchannel.validate()?;
-        let subchannel_config =
-            self.subchannel.with_keepalive_floor(self.connector.min_keepalive_interval());
         let registry = &self.registry;
         let target = Target::parse(&self.target, |scheme| registry.has_scheme(scheme))?;
         let builder = registry
@@ -351,15 +360,9 @@ impl ChannelBuilder {
             .or_else(|| registry.get("passthrough"))
             .cloned()
             .ok_or_else(|| ChannelError::NoResolver { scheme: target.scheme().to_owned() })?;
-        let seed = self.seed.unwrap_or_else(rand::random);
-        tracing::debug!(target = %target, seed, "building channel");
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let call_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
-
-        let (sink, updates) = UpdateSink::pair();
-        let resolver = builder.build(&target, sink)?;
-        let authority = match self.authority {
-            Some(authority) => authority,
+        builder.validate(&target)?;
+        let authority = match &self.authority {
+            Some(authority) => authority.clone(),
             None => {
                 let default = builder.default_authority(&target);
                 parse_authority(&default)
@@ -371,6 +374,28 @@ impl ChannelBuilder {
                     })?
             }
         };
+        Ok(Checked { target, builder, authority })
+    }
+
+    /// Parses the target, builds its resolver and starts the channel's control task.
+    ///
+    /// # Errors
+    /// [`ChannelError::Target`] for a malformed target, [`ChannelError::Resolver`] when the
+    /// resolver rejects it (a bad anchor list, say), [`ChannelError::Subchannel`] for a
+    /// backoff, connect timeout or keep-alive setting out of range, [`ChannelError::NoRuntime`]
+    /// outside tokio.
+    pub fn build(self) -> Result<Channel, ChannelError> {
+        tokio::runtime::Handle::try_current().map_err(|_| ChannelError::NoRuntime)?;
+        let Checked { target, builder, authority } = self.check()?;
+        let subchannel_config =
+            self.subchannel.with_keepalive_floor(self.connector.min_keepalive_interval());
+        let seed = self.seed.unwrap_or_else(rand::random);
+        tracing::debug!(target = %target, seed, "building channel");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let call_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+
+        let (sink, updates) = UpdateSink::pair();
+        let resolver = builder.build(&target, sink)?;
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
         let published = Arc::new(published::Published::new(PickerUpdate::connecting()));

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anchorage::address::Address;
 use anchorage::anchor::{AnchorError, AnchorList, EtcdService, ServiceError};
+use anchorage::channel::Channel;
 use anchorage::target::{BUILTIN_SCHEMES, Target, TargetError};
 use serde_json::{Value, json};
 
@@ -24,6 +25,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
+    // The channel's own checks first, so this command says exactly what `Channel::build` would.
+    if let Err(err) = Channel::builder(args.target.as_str()).validate() {
+        eprintln!("anchorage target: {err}");
+        return ExitCode::from(BAD_INPUT);
+    }
     match Inspection::of(&args.target) {
         Ok(inspection) => {
             if args.json {

@@ -119,7 +119,7 @@ impl ResolverBuilder for DnsBuilder {
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
-        reject_authority(target)?;
+        self.validate(target)?;
         let (host, port) = split_host_port(target.endpoint())?;
         // One pending request is enough: more while one waits say nothing new.
         let (wake, requests) = mpsc::channel(1);
@@ -138,6 +138,12 @@ impl ResolverBuilder for DnsBuilder {
     }
 
     /// The endpoint's `host:port`, with the default port filled in and IPv6 in brackets.
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        reject_authority(target)?;
+        split_host_port(target.endpoint())?;
+        Ok(())
+    }
+
     fn default_authority(&self, target: &Target) -> String {
         match split_host_port(target.endpoint()) {
             Ok((host, port)) if host.contains(':') => format!("[{host}]:{port}"),

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use super::{Resolver, ResolverBuilder, ResolverError, ResolverState, UpdateSink};
 use crate::address::Address;
-use crate::anchor::EtcdService;
+use crate::anchor::{EtcdService, MAX_TOTAL_CONNECTIONS};
 use crate::balancer::subchannel::{Backoff, BackoffConfig};
 use crate::etcd::naming::{EndpointUpdate, decode_endpoint, service_prefix};
 use crate::etcd::pb::mvccpb::{Event, KeyValue, event::EventType};
@@ -116,11 +116,20 @@ impl ResolverBuilder for EtcdBuilder {
         "etcd"
     }
 
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        target.endpoint().parse::<EtcdService>()?;
+        if !target.authority().is_empty() {
+            target.authority().parse::<Endpoints>()?;
+        }
+        Ok(())
+    }
+
     fn build(
         &self,
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
+        self.validate(target)?;
         let service: EtcdService = target.endpoint().parse()?;
         let mut client = self.client.clone();
         if !target.authority().is_empty() {
@@ -384,12 +393,20 @@ impl Discovery {
     /// channel is gone.
     fn publish(&mut self) -> bool {
         let mut seen = BTreeSet::new();
-        let addresses: Vec<Address> = self
-            .entries
-            .values()
-            .filter(|addr| seen.insert(addr.as_str()))
-            .flat_map(|addr| self.service.expand(addr))
-            .collect();
+        let distinct: Vec<&String> =
+            self.entries.values().filter(|addr| seen.insert(addr.as_str())).collect();
+        // At most MAX_TOTAL_CONNECTIONS in all: whole addresses, in key order, past it dropped.
+        let fit = (MAX_TOTAL_CONNECTIONS / self.service.connections()) as usize;
+        if distinct.len() > fit {
+            let dropped = distinct.len() - fit;
+            tracing::warn!(
+                service = %self.service, dropped,
+                "etcd resolver: more addresses than {MAX_TOTAL_CONNECTIONS} connections allow; \
+                 using the first {fit}"
+            );
+        }
+        let addresses: Vec<Address> =
+            distinct.into_iter().take(fit).flat_map(|addr| self.service.expand(addr)).collect();
         if self.published.as_ref() == Some(&addresses) {
             return !self.updates.is_closed();
         }

@@ -348,6 +348,22 @@ pub trait ResolverBuilder: Send + Sync + fmt::Debug {
     fn default_authority(&self, target: &Target) -> String {
         target.endpoint().to_owned()
     }
+
+    /// Checks `target` as [`build`](Self::build) would, without starting anything or needing a
+    /// runtime. The channel calls it before `build`, and `anchorage target` calls it alone, so
+    /// both say the same of a target.
+    ///
+    /// # Contract
+    /// Whatever this accepts, `build` must accept too (barring the environment: a missing
+    /// runtime, say). The built-in builders call it first thing in `build`. Default: accepts
+    /// every target, leaving all checks to `build`.
+    ///
+    /// # Errors
+    /// The error `build` would return for this target.
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        let _ = target;
+        Ok(())
+    }
 }
 
 /// A shared builder builds like the builder it shares, so `Arc<dyn ResolverBuilder>` can be
@@ -367,6 +383,10 @@ impl<T: ResolverBuilder + ?Sized> ResolverBuilder for Arc<T> {
 
     fn default_authority(&self, target: &Target) -> String {
         (**self).default_authority(target)
+    }
+
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        (**self).validate(target)
     }
 }
 

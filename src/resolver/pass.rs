@@ -26,10 +26,16 @@ impl ResolverBuilder for PassBuilder {
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
-        reject_authority(target)?;
+        self.validate(target)?;
         let anchors: AnchorList = target.endpoint().parse()?;
         updates.update(ResolverState::from_addresses(anchors.expand()));
         Ok(Box::new(StaticResolver))
+    }
+
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        reject_authority(target)?;
+        target.endpoint().parse::<AnchorList>()?;
+        Ok(())
     }
 
     /// The first item's `host:port`. The endpoint itself (`a:1#2,b:1`) is no valid authority,

@@ -25,11 +25,16 @@ impl ResolverBuilder for PassthroughBuilder {
         target: &Target,
         updates: UpdateSink,
     ) -> Result<Box<dyn Resolver>, ResolverError> {
+        self.validate(target)?;
+        updates.update(ResolverState::from_addresses(vec![Address::new(target.endpoint())]));
+        Ok(Box::new(StaticResolver))
+    }
+
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
         reject_authority(target)?;
         if target.endpoint().is_empty() {
             return Err(ResolverError::EmptyEndpoint { scheme: "passthrough".into() });
         }
-        updates.update(ResolverState::from_addresses(vec![Address::new(target.endpoint())]));
-        Ok(Box::new(StaticResolver))
+        Ok(())
     }
 }
