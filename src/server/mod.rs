@@ -55,7 +55,10 @@ pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
 pub use listener::{Incoming, Listener};
-pub use recorder::{ConnectionInfo, ConnectionStats, RecordedIo, ServerRecorder, ServerStats};
+pub use recorder::{
+    ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
+    OTHER_METHODS, RecordedIo, ServerRecorder, ServerStats,
+};
 
 /// How long a graceful shutdown waits for open connections to finish, unless configured.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
