@@ -133,3 +133,56 @@ async fn probe_without_wait_for_ready_fails_fast_and_prints_the_connection_error
         "the report must print the connection error: {stdout}"
     );
 }
+
+/// An `Echo` server whose `Stats` reply is larger than a client may decode (4 MiB), as an
+/// unbounded recorder's was after ~150,000 connections.
+#[derive(Debug, Clone)]
+struct OversizedStats;
+
+#[tonic::async_trait]
+impl anchorage::pb::echo_server::Echo for OversizedStats {
+    async fn echo(
+        &self,
+        request: tonic::Request<anchorage::pb::EchoRequest>,
+    ) -> Result<tonic::Response<anchorage::pb::EchoResponse>, tonic::Status> {
+        let message = request.into_inner().message;
+        let server = "huge".to_owned();
+        Ok(tonic::Response::new(anchorage::pb::EchoResponse { message, server, connection: 0 }))
+    }
+
+    async fn stats(
+        &self,
+        _: tonic::Request<anchorage::pb::StatsRequest>,
+    ) -> Result<tonic::Response<anchorage::pb::StatsResponse>, tonic::Status> {
+        let connection = |id| anchorage::pb::ConnectionStats {
+            id,
+            peer: "127.0.0.1:65535".into(),
+            ..Default::default()
+        };
+        let connections = (0..200_000).map(connection).collect();
+        let server = "huge".to_owned();
+        Ok(tonic::Response::new(anchorage::pb::StatsResponse {
+            server,
+            connections,
+            ..Default::default()
+        }))
+    }
+}
+
+/// Regression: when a server's `Stats` reply could not be read, probe printed "10 ok, 0 failed"
+/// with no server line and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_fails_loudly_when_a_server_s_stats_cannot_be_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service = anchorage::pb::echo_server::EchoServer::new(OversizedStats);
+    let router = tonic::transport::Server::builder().add_service(service);
+    tokio::spawn(router.serve_with_incoming(incoming));
+
+    let (code, stdout, stderr) =
+        probe(vec![format!("pass:///{addr}"), "--rpcs".into(), "10".into()]).await;
+    assert_eq!(code, 1, "unreadable server stats must fail the probe: {stdout} {stderr}");
+    assert!(stdout.contains("10 ok"), "the RPCs themselves succeeded: {stdout}");
+    assert!(stderr.contains("cannot read server stats"), "the reason must be on stderr: {stderr}");
+}

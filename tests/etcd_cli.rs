@@ -169,7 +169,8 @@ fn register_refuses_bad_arguments_with_status_2() {
         (&["--etcd", "https://127.0.0.1:1", "--service", "s", "--addr", "a:1"][..], "https"),
         (&["--service", "s#2", "--addr", "a:1"][..], "\"#\" is not allowed"),
         (&["--service", "s", "--addr", "a:1", "--metadata", "{"][..], "--metadata is not JSON"),
-        (&["--service", "s", "--addr", "a:1", "--ttl", "0"][..], "at least 1 s"),
+        (&["--service", "s", "--addr", "a:1", "--ttl", "0"][..], "--ttl"),
+        (&["--service", "s", "--addr", "a:1", "--ttl", "9999999999"][..], "1..=86400"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
             .arg("register")
@@ -180,4 +181,30 @@ fn register_refuses_bad_arguments_with_status_2() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr:?}");
     }
+}
+
+/// Regression: `serve --register` printed `listening on ...` and only then failed to reach etcd,
+/// so a supervisor reading stdout took a server that never registered for a ready one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_register_with_unreachable_etcd_fails_before_announcing_and_says_why() {
+    let etcd = support::unused_addr().await;
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["serve", "--for", "30", "--register", "--service", "s"])
+            .args(["--etcd", &etcd.to_string()])
+            .output()
+            .expect("run anchorage serve")
+    });
+    let output = tokio::time::timeout(WAIT, output)
+        .await
+        .expect("serve must give up on an unreachable etcd in time")
+        .unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "registration failure must exit 1: {stderr}");
+    assert!(
+        !stdout.contains("listening on"),
+        "a server that could not register must not announce it listens: {stdout:?}"
+    );
+    assert!(stderr.contains("--register"), "stderr must say registration failed: {stderr:?}");
 }

@@ -133,6 +133,7 @@ mod tests {
             connections_accepted: connections,
             connections_closed: 0,
             rpcs,
+            connections_dropped: 0,
             connections: Vec::new(),
         }
     }

@@ -76,9 +76,40 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| bad())
 }
 
+/// The longest duration any duration flag accepts: one day. A longer one is a typo, and a
+/// bound keeps every deadline computed from it far from overflow.
+pub(crate) const MAX_FLAG_DURATION: Duration = Duration::from_secs(86_400);
+
+/// The shortest duration a duration flag accepts.
+pub(crate) const MIN_FLAG_DURATION: Duration = Duration::from_millis(1);
+
+/// Parses a duration flag ([`parse_duration`]) that must lie in
+/// [`MIN_FLAG_DURATION`]`..=`[`MAX_FLAG_DURATION`]; the error states the range (clap names the
+/// flag and exits with status 2).
+pub(crate) fn parse_bounded_duration(text: &str) -> Result<Duration, String> {
+    const RANGE: &str = "a duration must be from 1ms to 1 day (86400s)";
+    match parse_duration(text) {
+        Ok(duration) if (MIN_FLAG_DURATION..=MAX_FLAG_DURATION).contains(&duration) => Ok(duration),
+        Ok(_) => Err(format!("{text:?} is out of range: {RANGE}")),
+        Err(err) => Err(format!("{err}; {RANGE}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: duration flags took any value, up to the largest `Duration`.
+    #[test]
+    fn bounded_durations_run_from_one_millisecond_to_one_day() {
+        assert_eq!(parse_bounded_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert_eq!(parse_bounded_duration("86400"), Ok(MAX_FLAG_DURATION));
+        for bad in ["0", "0.0001", "86401", "1e12", "1e300", "100000m"] {
+            let err = parse_bounded_duration(bad).expect_err(bad);
+            assert!(err.contains("86400s") && err.contains("1ms"), "{bad}: {err}");
+        }
+        assert!(parse_bounded_duration("x").is_err());
+    }
 
     #[test]
     fn durations_parse_with_and_without_units() {

@@ -60,6 +60,10 @@ struct Report {
     /// The first message seen per status code (for UNAVAILABLE, the connection error).
     first_errors: BTreeMap<String, String>,
     servers: Vec<ServerReport>,
+    /// Why a server's `Stats` could not be read, after some RPC succeeded: the report would be
+    /// incomplete, so the probe fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats_error: Option<String>,
     /// (server name, connection id) of every connection that answered one of this probe's RPCs.
     #[serde(skip)]
     used: BTreeSet<(String, u64)>,
@@ -97,6 +101,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match runtime.block_on(probe(&args, timeout)) {
         Ok(report) => {
             print_report(&args, &report);
+            if let Some(error) = &report.stats_error {
+                eprintln!("probe: {error}");
+                return ExitCode::FAILURE;
+            }
             if report.errors.values().sum::<u64>() == 0 {
                 ExitCode::SUCCESS
             } else {
@@ -181,7 +189,12 @@ async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     report.errors.entry("UNAVAILABLE".into()).or_default();
-    report.servers = server_stats(&channel, timeout, &report.used).await;
+    let (servers, stats_error) = server_stats(&channel, timeout, &report.used).await;
+    report.servers = servers;
+    // With no successful RPC there is no server to ask; the RPC errors already say why.
+    if report.ok > 0 {
+        report.stats_error = stats_error;
+    }
     let weights = pass_weights(&args.target);
     for server in &mut report.servers {
         server.observed_share =
@@ -257,21 +270,33 @@ async fn warm_up(
 
 /// Asks every server reachable through the channel for its `Stats`, by sending `Stats` RPCs
 /// through the channel itself (so no extra connection is opened) until a round brings no new
-/// server. Servers are keyed by the address that served them.
+/// server. Servers are keyed by the address that served them. A `Stats` RPC that fails ends
+/// the rounds, and its error is returned with the servers read so far.
 async fn server_stats(
     channel: &Channel,
     timeout: Duration,
     used: &BTreeSet<(String, u64)>,
-) -> Vec<ServerReport> {
+) -> (Vec<ServerReport>, Option<String>) {
     let mut client = EchoClient::new(channel.clone());
     let mut seen: BTreeMap<String, StatsResponse> = BTreeMap::new();
     let mut quiet_rounds = 0;
+    let mut error = None;
     for _ in 0..64 {
         let mut request = tonic::Request::new(StatsRequest {});
         request.set_timeout(timeout);
-        let Ok(response) = client.stats(request).await else { break };
+        let response = match client.stats(request).await {
+            Ok(response) => response,
+            Err(status) => {
+                let code = code_name(status.code());
+                error = Some(format!("cannot read server stats: {code}: {}", status.message()));
+                break;
+            }
+        };
         let addr = response.extensions().get::<ServedBy>().map(|s| s.address.addr.clone());
-        let Some(addr) = addr else { break };
+        let Some(addr) = addr else {
+            error = Some("cannot read server stats: the reply names no serving address".into());
+            break;
+        };
         if seen.insert(addr, response.into_inner()).is_some() {
             quiet_rounds += 1;
             if quiet_rounds >= 8 {
@@ -281,7 +306,8 @@ async fn server_stats(
             quiet_rounds = 0;
         }
     }
-    seen.into_iter()
+    let servers = seen
+        .into_iter()
         .map(|(addr, stats)| {
             // This probe's connections: those that answered its RPCs, and those still open
             // (its channel is alive, so its idle connections are open too). Connections of
@@ -301,7 +327,8 @@ async fn server_stats(
                 expected_share: None,
             }
         })
-        .collect()
+        .collect();
+    (servers, error)
 }
 
 /// For a `pass` target, each address's share of the `#N` weights.

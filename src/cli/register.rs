@@ -26,8 +26,14 @@ pub(crate) struct Args {
     /// The address clients should connect to, `host:port`.
     #[arg(long)]
     addr: String,
-    /// Lease time-to-live in seconds: how long the key outlives this process if it dies.
-    #[arg(long, value_name = "SECONDS", default_value_t = anchorage::registry::etcd::DEFAULT_TTL)]
+    /// Lease time-to-live in seconds: how long the key outlives this process if it dies; 1 to
+    /// 86400 (one day).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = anchorage::registry::etcd::DEFAULT_TTL,
+        value_parser = clap::value_parser!(i64).range(1..=86_400)
+    )]
     ttl: i64,
     /// JSON written as the value's `Metadata` (default `null`).
     #[arg(long, value_name = "JSON")]

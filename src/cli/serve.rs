@@ -1,4 +1,4 @@
-//! `anchorage serve [--listen ADDR] [--name NAME] [--for SECONDS] [--allow-remote]
+//! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
 //! [--register --service S [--etcd ENDPOINTS] [--ttl SECONDS] [--advertise ADDR]]`: runs one
 //! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
 //!
@@ -10,7 +10,14 @@
 //! Output contract (stdout): the first line is exactly `listening on <bound address>`, flushed
 //! at once; with `--register`, then `registered <key> lease <id in hex> ttl <seconds>s`; after a
 //! clean stop, one line with the server's stats as a JSON object. Diagnostics go to stderr
-//! (`RUST_LOG` filters them).
+//! (`RUST_LOG` filters them). With `--register` the key is written before the `listening` line,
+//! so when etcd cannot be reached nothing is printed on stdout, the reason goes to stderr and the
+//! exit status is 1.
+//!
+//! Connections that stay silent are closed: no HTTP/2 preface within `--handshake-timeout`
+//! (default 10 s), or no request within `--idle-timeout` (default 120 s) of the accept. Every
+//! duration flag takes 1ms to 1 day, `--ttl` 1 to 86400 seconds; anything else exits with
+//! status 2 and an error naming the flag.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -20,7 +27,7 @@ use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
 use anchorage::registry::{EtcdRegistrar, Registration};
 use anchorage::server::{InstrumentedServer, ServerRecorder};
 
-use super::common::{error_chain, init_tracing, parse_duration, print_line, stop_signal};
+use super::common::{error_chain, init_tracing, parse_bounded_duration, print_line, stop_signal};
 use tokio::net::TcpListener;
 
 /// Arguments of `anchorage serve`.
@@ -32,9 +39,18 @@ pub(crate) struct Args {
     /// The server's name, echoed in every response.
     #[arg(long, default_value = "server")]
     name: String,
-    /// Stop by itself after this long: seconds (`2`, `0.5`) or with a unit (`30s`, `500ms`, `2m`).
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    /// Stop by itself after this long: seconds (`2`, `0.5`) or with a unit (`30s`, `500ms`, `2m`);
+    /// from 1ms to 1 day.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_bounded_duration)]
     run_for: Option<Duration>,
+    /// Close a connection that has not sent the HTTP/2 preface this long after it was accepted;
+    /// from 1ms to 1 day.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_bounded_duration)]
+    handshake_timeout: Duration,
+    /// Close a connection that has not sent a request this long after it was accepted; from 1ms
+    /// to 1 day.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_bounded_duration)]
+    idle_timeout: Duration,
     /// Allow listening on a non-loopback address, reachable from other hosts.
     #[arg(long)]
     allow_remote: bool,
@@ -47,8 +63,13 @@ pub(crate) struct Args {
     /// The service to register under (with --register).
     #[arg(long, requires = "register")]
     service: Option<String>,
-    /// Lease time-to-live in seconds for --register.
-    #[arg(long, value_name = "SECONDS", default_value_t = anchorage::registry::etcd::DEFAULT_TTL)]
+    /// Lease time-to-live in seconds for --register: 1 to 86400 (one day).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = anchorage::registry::etcd::DEFAULT_TTL,
+        value_parser = clap::value_parser!(i64).range(1..=86_400)
+    )]
     ttl: i64,
     /// The address to register instead of the bound one (needed when listening on 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "register")]
@@ -89,12 +110,18 @@ async fn serve(args: Args) -> Result<(), String> {
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let bound = listener.local_addr().map_err(|err| format!("cannot read bound address: {err}"))?;
-    print_line(&format!("listening on {bound}"))?;
-
+    // Register before announcing: a server whose registration fails never says it is listening.
     let registration = match &args.service {
         Some(service) if args.register => Some(register(&args, service, bound).await?),
         _ => None,
     };
+    print_line(&format!("listening on {bound}"))?;
+    if let Some(registration) = &registration {
+        let lease = registration.lease().unwrap_or_default();
+        let key = registration.key();
+        let ttl = registration.granted_ttl();
+        print_line(&format!("registered {key} lease {lease:#x} ttl {ttl}s"))?;
+    }
     // On stop, leave etcd first so clients stop picking this server, then drain.
     let stop = async move {
         stop.await;
@@ -104,12 +131,17 @@ async fn serve(args: Args) -> Result<(), String> {
             eprintln!("serve: {}", error_chain(&err));
         }
     };
-    let server = InstrumentedServer::new(ServerRecorder::new(args.name));
+    let server = InstrumentedServer::new(ServerRecorder::new(args.name))
+        .handshake_timeout(Some(args.handshake_timeout))
+        .idle_timeout(Some(args.idle_timeout));
     let stats = server.serve(listener, stop).await.map_err(|err| error_chain(&err))?;
     print_line(&stats.to_json())
 }
 
-/// Registers the server's address in etcd and prints the `registered` line.
+/// Registers the server's address in etcd.
+///
+/// # Errors
+/// A message that starts with `--register:` and says why etcd did not take the registration.
 async fn register(args: &Args, service: &str, bound: SocketAddr) -> Result<Registration, String> {
     let addr = match &args.advertise {
         Some(addr) => addr.clone(),
@@ -120,16 +152,13 @@ async fn register(args: &Args, service: &str, bound: SocketAddr) -> Result<Regis
         }
         None => bound.to_string(),
     };
-    let endpoints: Endpoints = args.etcd.parse().map_err(|err| error_chain(&err))?;
-    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| error_chain(&e))?;
-    let registration = EtcdRegistrar::new(client, service, &addr)
-        .map_err(|err| err.to_string())?
+    let failed = |err: &dyn std::error::Error| format!("--register: {}", error_chain(err));
+    let endpoints: Endpoints = args.etcd.parse().map_err(|err| failed(&err))?;
+    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| failed(&e))?;
+    EtcdRegistrar::new(client, service, &addr)
+        .map_err(|err| failed(&err))?
         .ttl(args.ttl)
         .register()
         .await
-        .map_err(|err| error_chain(&err))?;
-    let lease = registration.lease().unwrap_or_default();
-    let key = registration.key();
-    print_line(&format!("registered {key} lease {lease:#x} ttl {}s", registration.granted_ttl()))?;
-    Ok(registration)
+        .map_err(|err| failed(&err))
 }

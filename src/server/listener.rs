@@ -19,8 +19,9 @@ use tokio_stream::Stream;
 ///
 /// # Contract
 /// `accept` is called by [`Incoming`] from the serving task, one call at a time (never
-/// overlapping), and waits until a connection arrives. An error is logged by the server and
-/// accepting goes on, so an implementation must not return the same error forever without waiting.
+/// overlapping), and waits until a connection arrives. After an error the server pauses (with
+/// exponential backoff, see [`InstrumentedServer::serve_incoming`](super::InstrumentedServer::serve_incoming))
+/// and accepts again.
 pub trait Listener: Send + Sized + 'static {
     /// The stream of one accepted connection.
     type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;

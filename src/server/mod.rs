@@ -46,19 +46,34 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 
+mod accept;
+mod deadline;
 mod echo;
 mod fallback;
 mod listener;
 mod recorder;
 
+use accept::BackoffIncoming;
+pub use accept::{ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_WARNING_INTERVAL};
+use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
 pub use listener::{Incoming, Listener};
-pub use recorder::{ConnectionInfo, ConnectionStats, RecordedIo, ServerRecorder, ServerStats};
+pub use recorder::{
+    ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
+    OTHER_METHODS, RecordedIo, ServerRecorder, ServerStats,
+};
 
 /// How long a graceful shutdown waits for open connections to finish, unless configured.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an accepted connection may take to send the HTTP/2 client preface, unless
+/// configured.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an accepted connection may go without sending its first request, unless configured.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,12 +96,43 @@ pub struct InstrumentedServer {
     recorder: ServerRecorder,
     keepalive: Option<(Duration, Duration)>,
     drain_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
 }
 
 impl InstrumentedServer {
     /// A server that records into `recorder` and takes its name from it.
     pub fn new(recorder: ServerRecorder) -> Self {
-        Self { recorder, keepalive: None, drain_timeout: Some(DEFAULT_DRAIN_TIMEOUT) }
+        Self {
+            recorder,
+            keepalive: None,
+            drain_timeout: Some(DEFAULT_DRAIN_TIMEOUT),
+            handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+
+    /// Closes a connection that has not sent the whole HTTP/2 client preface within `timeout`
+    /// of being accepted (a client that connects and says nothing, or a slowloris). `None`
+    /// waits as long as it takes.
+    ///
+    /// Default: [`DEFAULT_HANDSHAKE_TIMEOUT`] (10 s).
+    #[must_use]
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Closes a connection that has not sent a request (an HTTP/2 HEADERS frame) within
+    /// `timeout` of being accepted. A connection that has sent one is never closed for being
+    /// idle (keep-alive, if on, still closes it when its peer vanishes). `None` waits as long as
+    /// it takes.
+    ///
+    /// Default: [`DEFAULT_IDLE_TIMEOUT`] (120 s).
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// Pings each connection after `interval` without traffic and closes it when no answer
@@ -131,8 +177,11 @@ impl InstrumentedServer {
     /// Serves each accepted `(stream, peer)` pair `incoming` yields until `shutdown` completes,
     /// then drains (see [`drain_timeout`](Self::drain_timeout)) and returns the final stats.
     ///
-    /// An `Err` item (a failed accept) is logged and skipped. Connection ids are assigned in the
-    /// order the stream yields connections.
+    /// An `Err` item (a failed accept) is skipped after a pause that doubles from
+    /// [`ACCEPT_BACKOFF_INITIAL`] to [`ACCEPT_BACKOFF_MAX`] while accepts keep failing (one
+    /// success resets it); failures are logged at most once per [`ACCEPT_WARNING_INTERVAL`], with
+    /// the number not logged. Connection ids are assigned in the order the stream yields
+    /// connections.
     ///
     /// # Errors
     /// [`ServeError::Transport`] when the HTTP/2 server fails.
@@ -145,15 +194,13 @@ impl InstrumentedServer {
         S: Stream<Item = io::Result<(Io, SocketAddr)>>,
         Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Self { recorder, keepalive, drain_timeout } = self;
+        let Self { recorder, keepalive, drain_timeout, handshake_timeout, idle_timeout } = self;
         let name = recorder.name().to_owned();
         let accepting = recorder.clone();
-        let incoming = incoming.map(move |accepted| match accepted {
-            Ok((io, peer)) => Ok(accepting.accept(io, peer)),
-            Err(err) => {
-                tracing::warn!(server = %accepting.name(), %err, "accept failed");
-                Err(err)
-            }
+        let incoming = BackoffIncoming::new(incoming, name.clone()).map(move |accepted| {
+            accepted.map(|(io, peer)| {
+                accepting.accept(DeadlineIo::new(io, handshake_timeout, idle_timeout), peer)
+            })
         });
 
         let mut builder = tonic::transport::Server::builder();
@@ -189,6 +236,7 @@ impl InstrumentedServer {
 
         tracing::info!(server = %name, "serving");
         tokio::select! {
+            biased;
             served = router.serve_with_incoming_shutdown(incoming, signal) => {
                 served.map_err(|source| ServeError::Transport { server: name, source })?;
             }
