@@ -28,7 +28,9 @@
 //! OS. Nothing reads the wall clock; every time is turmoil's simulated time. A run is a function
 //! of (scenario, seed): the same pair gives a byte-identical trace in any process.
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::panic::{AssertUnwindSafe, PanicHookInfo};
+use std::sync::{Arc, Once};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -52,6 +54,12 @@ use crate::resolver::ResolverBuilder;
 use crate::resolver::manual::ManualResolver;
 use scenario::{CLIENT_HOST, Scenario, parse_address};
 use trace::Trace;
+
+/// The simulated TCP capacity: how many connection attempts a listening port queues, and how
+/// many segments a connection has in flight each way. turmoil's default of 64 panics ("server
+/// socket buffer full") when a target such as `#1024` opens more connections to one port in one
+/// tick; twice [`scenario::MAX_CONNECTIONS`] leaves room for two address lists in one tick.
+pub const SIM_TCP_CAPACITY: usize = 2 * scenario::MAX_CONNECTIONS;
 
 /// The simulated time each turmoil step advances.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -151,12 +159,125 @@ pub fn run(scenario: &Scenario, seed: u64) -> RunReport {
 }
 
 /// [`run`] with [`RunOptions`].
+///
+/// # Panics
+/// Never because of the scenario: a panic anywhere in the simulation — in turmoil, in a host's
+/// software, or in a task that tokio would otherwise swallow — makes the run fail with the
+/// panic's message in its `no_panic` property.
 pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunReport {
     let trace = Trace::new();
+    let outer = panics::start();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        simulate(scenario, seed, options, trace.clone())
+    }));
+    let caught = panics::finish(outer);
+    let mut report = match result {
+        Ok(report) => report,
+        Err(_) => panicked_report(scenario, seed, options, &trace),
+    };
+    if !caught.is_empty() {
+        report.passed = false;
+        report.properties.push(Property {
+            name: "no_panic".to_owned(),
+            verdict: checks::Verdict::Fail,
+            measured: format!("the simulation panicked: {}", caught.join("; ")),
+        });
+    }
+    report
+}
+
+/// The report of a run that panicked before it could be checked: only the panic (added by
+/// [`run_with`]) and the trace up to it.
+fn panicked_report(
+    scenario: &Scenario,
+    seed: u64,
+    options: &RunOptions,
+    trace: &Trace,
+) -> RunReport {
+    let text = trace.render();
+    let path = scenario.path.display().to_string();
+    RunReport {
+        scenario: scenario.name(),
+        passed: false,
+        seed,
+        rpcs: RpcCounts { sent: 0, ok: 0, failed: 0 },
+        servers: Vec::new(),
+        split: None,
+        properties: Vec::new(),
+        sim_time_ms: 0,
+        trace_hash: format!("{:016x}", trace::fnv1a(&text)),
+        trace_lines: trace.len(),
+        replay: replay_line(&path, seed, options),
+        path,
+        trace: text,
+    }
+}
+
+fn replay_line(path: &str, seed: u64, options: &RunOptions) -> String {
+    match &options.subject {
+        Some(subject) => format!("{} --subject {subject}", replay_command(path, seed)),
+        None => replay_command(path, seed),
+    }
+}
+
+/// Panics on the simulating thread, recorded by a process-wide panic hook (installed once, and
+/// chained to the hook it replaces) while a run is in progress on that thread. turmoil runs
+/// every host on the calling thread, so this sees the panics tokio catches in spawned tasks
+/// and would otherwise only drop.
+mod panics {
+    use super::*;
+
+    thread_local! {
+        static RECORDED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+
+    static HOOK: Once = Once::new();
+
+    /// Starts recording on this thread; returns the recording of an enclosing run, if any.
+    pub(super) fn start() -> Option<Vec<String>> {
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let text = describe(info);
+                let _ = RECORDED.try_with(|cell| {
+                    if let Ok(mut slot) = cell.try_borrow_mut()
+                        && let Some(list) = slot.as_mut()
+                    {
+                        list.push(text);
+                    }
+                });
+                previous(info);
+            }));
+        });
+        RECORDED.with(|cell| cell.replace(Some(Vec::new())))
+    }
+
+    /// Stops recording, restores `outer`, and returns what was recorded.
+    pub(super) fn finish(outer: Option<Vec<String>>) -> Vec<String> {
+        RECORDED.with(|cell| cell.replace(outer)).unwrap_or_default()
+    }
+
+    fn describe(info: &PanicHookInfo<'_>) -> String {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-text payload".to_owned());
+        match info.location() {
+            Some(at) => format!("{message} (at {}:{})", at.file(), at.line()),
+            None => message,
+        }
+    }
+}
+
+/// One run, which may panic; [`run_with`] catches it.
+fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) -> RunReport {
     let limit = Duration::from_millis(scenario.time_limit_ms);
     let net = &scenario.network;
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
+        .tcp_capacity(SIM_TCP_CAPACITY)
         .epoch(UNIX_EPOCH)
         .tick_duration(TICK)
         // turmoil's own limit only backs ours up.
@@ -250,10 +371,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
         sim_time_ms: u64::try_from(end.as_millis()).unwrap_or(u64::MAX),
         trace_hash: format!("{:016x}", trace::fnv1a(&text)),
         trace_lines: trace.len(),
-        replay: match &options.subject {
-            Some(subject) => format!("{} --subject {subject}", replay_command(&path, seed)),
-            None => replay_command(&path, seed),
-        },
+        replay: replay_line(&path, seed, options),
         path,
         trace: text,
     }

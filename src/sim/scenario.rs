@@ -11,10 +11,17 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod etcd;
+#[cfg(test)]
+mod limits_tests;
+mod locate;
 mod validate;
 
 pub use etcd::{EtcdSpec, RegisterSpec};
 pub use validate::parse_address;
+pub use validate::{
+    MAX_CONCURRENCY, MAX_CONNECTIONS, MAX_FAULTS, MAX_PORT, MAX_RPCS, MAX_SERVERS,
+    MAX_TIME_LIMIT_MS, MAX_TIME_MS, MAX_TTL_S,
+};
 
 /// Errors loading a scenario file.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +44,14 @@ pub enum ScenarioError {
         /// The parser's message, naming the line and the key.
         message: String,
     },
-    /// The file parses but is inconsistent (a fault names an unknown host, …).
-    #[error("scenario {path}: {what}: {reason}")]
+    /// The file parses but is inconsistent or out of range (a fault names an unknown host, a
+    /// time beyond its limit, …).
+    #[error("scenario {path}{}: {what}: {reason}", line.map_or_else(String::new, |l| format!(", line {l}")))]
     Invalid {
         /// The file.
         path: PathBuf,
+        /// The line of the offending key (or of its table), 1-based, when it is written.
+        line: Option<usize>,
         /// Which part is wrong (`fault 2`, `server "a"`, …).
         what: String,
         /// Why.
@@ -301,9 +311,23 @@ fn five() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// The two hosts (`"client"` is the client).
+    #[serde(deserialize_with = "two_hosts")]
     pub between: [String; 2],
     /// The latency, ms.
     pub latency_ms: u64,
+}
+
+/// Reads `between`: exactly two host names. (serde's own `[String; 2]` reads the first two of
+/// a longer list and ignores the rest.)
+fn two_hosts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[String; 2], D::Error> {
+    let hosts = Vec::<String>::deserialize(d)?;
+    let len = hosts.len();
+    <[String; 2]>::try_from(hosts)
+        .map_err(|_| serde::de::Error::invalid_length(len, &"`between` with exactly two hosts"))
+}
+
+fn some_two_hosts<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<[String; 2]>, D::Error> {
+    two_hosts(d).map(Some)
 }
 
 /// What a fault does.
@@ -349,6 +373,7 @@ pub struct Fault {
     /// The host, for `crash`, `restart` and `bounce`.
     pub host: Option<String>,
     /// The two hosts, for `partition`, `repair`, `hold`, `release` and `latency`.
+    #[serde(default, deserialize_with = "some_two_hosts")]
     pub between: Option<[String; 2]>,
     /// For `partition` and `repair`: only the direction from `between[0]` to `between[1]`.
     #[serde(default)]
@@ -495,7 +520,12 @@ impl Scenario {
         let mut scenario: Scenario = toml::from_str(text)
             .map_err(|e| ScenarioError::Parse { path: path.clone(), message: e.to_string() })?;
         scenario.path = path;
-        scenario.validate()?;
+        scenario.validate().map_err(|problem| ScenarioError::Invalid {
+            line: locate::line_of(text, &problem.at),
+            path: scenario.path.clone(),
+            what: problem.what,
+            reason: problem.reason,
+        })?;
         Ok(scenario)
     }
 
