@@ -39,8 +39,10 @@ impl ConnectionInfo {
 /// connections: open ones first, then the most recently accepted closed ones. The counts in
 /// [`ServerStats`] stay exact; [`ServerStats::connections_dropped`] says how many connections'
 /// detail was let go. This bounds the memory of a long-running server and keeps the `Stats`
-/// reply far below gRPC's 4 MiB default message limit (about 60 KB at this bound).
-pub const MAX_CONNECTION_DETAIL: usize = 1_000;
+/// reply far below gRPC's 4 MiB default message limit (about 250 KB at this bound). It is at
+/// least the 4,096 connections a simulated scenario may open to one server, so the simulation's
+/// checks always see every connection.
+pub const MAX_CONNECTION_DETAIL: usize = 4_096;
 
 /// Method paths counted under their own name, per server: the first this many distinct paths
 /// seen. RPCs of any later path, or of a path longer than [`MAX_METHOD_PATH_LEN`], are counted
