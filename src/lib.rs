@@ -31,6 +31,7 @@ pub mod balancer;
 pub mod channel;
 pub mod connector;
 pub mod etcd;
+mod io;
 pub mod registry;
 pub mod resolver;
 pub mod server;
