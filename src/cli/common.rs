@@ -23,12 +23,14 @@ pub(crate) fn stop_signal(
         };
         #[cfg(unix)]
         tokio::select! {
+            biased;
             _ = interrupt.recv() => tracing::info!("interrupted"),
             _ = terminate.recv() => tracing::info!("terminated"),
             () = elapsed => tracing::info!("--for elapsed"),
         }
         #[cfg(not(unix))]
         tokio::select! {
+            biased;
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
             () = elapsed => tracing::info!("--for elapsed"),
         }

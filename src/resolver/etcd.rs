@@ -317,6 +317,7 @@ impl Discovery {
             self.backoff.reset();
             loop {
                 tokio::select! {
+                    biased;
                     batch = watcher.next() => match batch {
                         Ok(batch) => {
                             if let Some(last) = self.apply(batch.events) {

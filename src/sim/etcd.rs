@@ -272,6 +272,7 @@ async fn follow(
             traced = Some(now);
         }
         tokio::select! {
+            biased;
             changed = wanted.changed() => {
                 if changed.is_err() || !*wanted.borrow_and_update() {
                     return;

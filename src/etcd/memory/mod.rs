@@ -282,6 +282,7 @@ impl MemoryEtcd {
             }
         };
         tokio::select! {
+            biased;
             served = router.serve_with_incoming_shutdown(incoming, signal) => {
                 served.map_err(|source| MemoryEtcdError::Transport { source })
             }
@@ -300,6 +301,7 @@ async fn expire_leases(shared: &Shared) {
         match shared.with_store(|store| store.expire(Instant::now())) {
             Some(next) => {
                 tokio::select! {
+                    biased;
                     () = tokio::time::sleep_until(next) => {}
                     () = granted => {}
                 }

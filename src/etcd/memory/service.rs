@@ -138,6 +138,7 @@ impl Lease for Service {
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
+                    biased;
                     message = requests.message() => message,
                     () = stopped(&mut stop) => return,
                 };
@@ -222,6 +223,7 @@ impl WatchSession {
         let mut revisions = self.shared.subscribe();
         loop {
             let alive = tokio::select! {
+                biased;
                 message = requests.message() => match message {
                     Ok(Some(request)) => self.handle(request).await,
                     // The client closed its side or the connection failed.
