@@ -6,22 +6,12 @@ mod support;
 use std::time::Duration;
 
 use anchorage::address::Address;
-use anchorage::balancer::subchannel::BackoffConfig;
 use anchorage::channel::{Channel, ChannelError, WaitForReady};
 use anchorage::pb::EchoRequest;
 use anchorage::pb::echo_client::EchoClient;
 use anchorage::resolver::manual::ManualResolver;
 use support::*;
 use tonic::Code;
-
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig {
-        initial: Duration::from_millis(50),
-        multiplier: 1.6,
-        jitter: 0.2,
-        max: Duration::from_millis(200),
-    }
-}
 
 #[tokio::test]
 async fn round_robin_over_pass_opens_n_connections_per_address_and_splits_rpcs_by_weight() {

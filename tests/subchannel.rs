@@ -22,15 +22,6 @@ use tokio::time::Instant;
 /// The connect timeout of these tests: short, so a silent peer costs little.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 
-fn fast_backoff() -> BackoffConfig {
-    BackoffConfig {
-        initial: Duration::from_millis(50),
-        multiplier: 1.6,
-        jitter: 0.2,
-        max: Duration::from_millis(200),
-    }
-}
-
 /// A loopback peer that accepts TCP connections, writes `greeting` on each and then keeps it
 /// open without ever reading or writing again. An empty greeting makes a silent peer.
 struct RawPeer {

@@ -157,3 +157,13 @@ pub fn pass_target(anchors: &[(&TestServer, u32)]) -> String {
 }
 
 pub const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+
+/// A reconnect backoff short enough for loopback tests: 50 ms, ×1.6, ±20 %, at most 200 ms.
+pub fn fast_backoff() -> anchorage::balancer::subchannel::BackoffConfig {
+    anchorage::balancer::subchannel::BackoffConfig {
+        initial: Duration::from_millis(50),
+        multiplier: 1.6,
+        jitter: 0.2,
+        max: Duration::from_millis(200),
+    }
+}
