@@ -73,6 +73,7 @@ scenarios!(
     resolver_updates,
     restart_storm,
     slow_server,
+    thousand_workers,
     weighted_round_robin,
     zero_addresses,
 );

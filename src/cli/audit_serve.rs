@@ -16,7 +16,7 @@ use anchorage::audit::clients::{ClientAudit, judge};
 use anchorage::server::{InstrumentedServer, ServerRecorder, ServerStats};
 use tokio::net::TcpListener;
 
-use super::common::{error_chain, init_tracing, parse_duration, print_line, stop_signal};
+use super::common::{init_tracing, parse_duration, print_line, stop_signal};
 
 /// Arguments of `anchorage audit-serve`.
 #[derive(Debug, clap::Args)]
@@ -160,8 +160,7 @@ async fn audit(args: &Args) -> Result<ClientAudit, String> {
     let _ = stop_tx.send(());
     let mut stats: Vec<ServerStats> = Vec::new();
     for task in tasks {
-        let served = task.await.map_err(|e| format!("a server task failed: {e}"))?;
-        stats.push(served.map_err(|e| error_chain(&e))?);
+        stats.push(task.await.map_err(|e| format!("a server task failed: {e}"))?);
     }
     let audit = judge(&stats, &args.expect.0, args.tolerance);
     if args.json {

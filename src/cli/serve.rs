@@ -134,7 +134,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let server = InstrumentedServer::new(ServerRecorder::new(args.name))
         .handshake_timeout(Some(args.handshake_timeout))
         .idle_timeout(Some(args.idle_timeout));
-    let stats = server.serve(listener, stop).await.map_err(|err| error_chain(&err))?;
+    let stats = server.serve(listener, stop).await;
     print_line(&stats.to_json())
 }
 

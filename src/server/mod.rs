@@ -31,7 +31,7 @@
 //!
 //! drop(client);
 //! let _ = stop.send(());
-//! let stats = server.await??;
+//! let stats = server.await?;
 //! assert_eq!((stats.connections_accepted, stats.connections_closed, stats.rpcs), (1, 1, 1));
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # }).unwrap();
@@ -50,6 +50,7 @@ mod accept;
 mod deadline;
 mod echo;
 mod fallback;
+pub(crate) mod http2;
 mod listener;
 mod recorder;
 
@@ -59,6 +60,7 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
+use http2::Http2Config;
 pub use listener::{Incoming, Listener};
 pub use recorder::{
     ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
@@ -74,21 +76,6 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an accepted connection may go without sending its first request, unless configured.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Serving failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// The HTTP/2 server stopped with an error.
-    #[error("instrumented server {server:?}: serving failed")]
-    Transport {
-        /// The server's name.
-        server: String,
-        /// What tonic reported.
-        #[source]
-        source: tonic::transport::Error,
-    },
-}
 
 /// An instrumented `Echo` server, configured and ready to serve.
 #[derive(Debug, Clone)]
@@ -163,14 +150,11 @@ impl InstrumentedServer {
 
     /// Serves connections accepted from `listener` until `shutdown` completes, then drains
     /// (see [`drain_timeout`](Self::drain_timeout)) and returns the final stats.
-    ///
-    /// # Errors
-    /// [`ServeError::Transport`] when the HTTP/2 server fails.
     pub async fn serve<L: Listener>(
         self,
         listener: L,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<ServerStats, ServeError> {
+    ) -> ServerStats {
         self.serve_incoming(Incoming::new(listener), shutdown).await
     }
 
@@ -181,15 +165,15 @@ impl InstrumentedServer {
     /// [`ACCEPT_BACKOFF_INITIAL`] to [`ACCEPT_BACKOFF_MAX`] while accepts keep failing (one
     /// success resets it); failures are logged at most once per [`ACCEPT_WARNING_INTERVAL`], with
     /// the number not logged. Connection ids are assigned in the order the stream yields
-    /// connections.
+    /// connections. Serving also ends, draining the same way, when `incoming` ends.
     ///
-    /// # Errors
-    /// [`ServeError::Transport`] when the HTTP/2 server fails.
+    /// Responses carry no `date` header: nothing the server sends depends on the wall clock,
+    /// which keeps simulated runs a function of their seed.
     pub async fn serve_incoming<S, Io>(
         self,
         incoming: S,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<ServerStats, ServeError>
+    ) -> ServerStats
     where
         S: Stream<Item = io::Result<(Io, SocketAddr)>>,
         Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -203,17 +187,10 @@ impl InstrumentedServer {
             })
         });
 
-        let mut builder = tonic::transport::Server::builder();
-        if let Some((interval, timeout)) = keepalive {
-            builder = builder
-                .http2_keepalive_interval(Some(interval))
-                .http2_keepalive_timeout(Some(timeout));
-        }
         let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server());
         let routes = tonic::service::Routes::from(
             routes.prepare().into_axum_router().fallback_service(Fallback::new(recorder.clone())),
         );
-        let router = builder.add_routes(routes);
 
         // Learn when shutdown starts, so draining can be bounded.
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
@@ -237,26 +214,21 @@ impl InstrumentedServer {
         tracing::info!(server = %name, "serving");
         tokio::select! {
             biased;
-            served = router.serve_with_incoming_shutdown(incoming, signal) => {
-                served.map_err(|source| ServeError::Transport { server: name, source })?;
-            }
+            () = http2::serve(incoming, routes, Http2Config { keepalive }, signal) => {}
             () = drain_deadline => {
                 tracing::warn!(server = %name, "drain timeout: leaving connections still open");
             }
         }
-        Ok(recorder.stats())
+        recorder.stats()
     }
 }
 
 /// Serves the instrumented `Echo` service as `name` on `listener` until `shutdown` completes;
 /// returns the final stats. Use [`InstrumentedServer`] to read the stats while serving.
-///
-/// # Errors
-/// [`ServeError::Transport`] when the HTTP/2 server fails.
 pub async fn serve_tcp(
     listener: TcpListener,
     name: impl Into<String>,
     shutdown: impl Future<Output = ()>,
-) -> Result<ServerStats, ServeError> {
+) -> ServerStats {
     InstrumentedServer::new(ServerRecorder::new(name)).serve(listener, shutdown).await
 }

@@ -154,7 +154,7 @@ async fn serve(store: MemoryEtcd, host: String, port: u16, trace: Trace) -> turm
             }
         }
     });
-    store.serve_incoming(UnboundedReceiverStream::new(rx), std::future::pending()).await?;
+    store.serve_incoming(UnboundedReceiverStream::new(rx), std::future::pending()).await;
     Ok(())
 }
 

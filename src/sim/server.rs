@@ -106,9 +106,8 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
         }
         let name = server.name;
         serving.push(tokio::task::spawn_local(async move {
-            if let Err(error) = instrumented.serve(listener, std::future::pending()).await {
-                tracing::warn!(server = %name, %error, "simulated server stopped");
-            }
+            instrumented.serve(listener, std::future::pending()).await;
+            tracing::debug!(server = %name, "simulated server stopped");
         }));
     }
     for task in serving {

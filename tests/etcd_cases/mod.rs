@@ -167,7 +167,7 @@ impl MemoryServer {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            serving.serve_incoming(incoming, shutdown).await.expect("the in-memory etcd serves");
+            serving.serve_incoming(incoming, shutdown).await;
         });
         Self { etcd, addr, stop: Some(stop), sockets, accept, serve }
     }

@@ -35,7 +35,7 @@
 //!
 //! drop(client);
 //! let _ = stop.send(());
-//! server.await??;
+//! server.await?;
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! # }).unwrap();
 //! ```
@@ -55,7 +55,9 @@ use super::pb::etcdserverpb::{
     PutRequest, kv_server::KvServer, lease_server::LeaseServer, watch_server::WatchServer,
 };
 use crate::balancer::subchannel::lock;
+use crate::server::http2::{self, Http2Config};
 use crate::server::{Incoming, Listener, ServerRecorder};
+use tonic::service::Routes;
 
 mod service;
 mod store;
@@ -65,19 +67,6 @@ pub use store::StoreError;
 
 /// How long serving goes on after shutdown starts, waiting for connections to close.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Serving failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MemoryEtcdError {
-    /// The HTTP/2 server stopped with an error.
-    #[error("in-memory etcd: serving failed")]
-    Transport {
-        /// What tonic reported.
-        #[source]
-        source: tonic::transport::Error,
-    },
-}
 
 /// A handle on one in-memory etcd store. Cheap to clone; clones share the store.
 #[derive(Debug, Clone)]
@@ -224,14 +213,7 @@ impl MemoryEtcd {
     }
 
     /// Serves the etcd API on connections accepted from `listener` until `shutdown` completes.
-    ///
-    /// # Errors
-    /// [`MemoryEtcdError::Transport`] when the HTTP/2 server fails.
-    pub async fn serve<L: Listener>(
-        self,
-        listener: L,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), MemoryEtcdError> {
+    pub async fn serve<L: Listener>(self, listener: L, shutdown: impl Future<Output = ()>) {
         self.serve_incoming(Incoming::new(listener), shutdown).await
     }
 
@@ -239,15 +221,9 @@ impl MemoryEtcd {
     /// `shutdown` completes. Lease expiry runs while it serves.
     ///
     /// On shutdown, watch and keep-alive streams end, and serving returns once connections have
-    /// closed (or after 5 s).
-    ///
-    /// # Errors
-    /// [`MemoryEtcdError::Transport`] when the HTTP/2 server fails.
-    pub async fn serve_incoming<S, Io>(
-        self,
-        incoming: S,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), MemoryEtcdError>
+    /// closed (or after 5 s). Serving also ends, the same way, when `incoming` ends. Responses
+    /// carry no `date` header, so nothing sent depends on the wall clock.
+    pub async fn serve_incoming<S, Io>(self, incoming: S, shutdown: impl Future<Output = ()>)
     where
         S: Stream<Item = io::Result<(Io, SocketAddr)>>,
         Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -264,8 +240,7 @@ impl MemoryEtcd {
                 Err(err)
             }
         });
-        let router = tonic::transport::Server::builder()
-            .add_service(KvServer::new(service.clone()))
+        let routes = Routes::new(KvServer::new(service.clone()))
             .add_service(WatchServer::new(service.clone()))
             .add_service(LeaseServer::new(service));
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
@@ -283,11 +258,9 @@ impl MemoryEtcd {
         };
         tokio::select! {
             biased;
-            served = router.serve_with_incoming_shutdown(incoming, signal) => {
-                served.map_err(|source| MemoryEtcdError::Transport { source })
-            }
-            () = drain_deadline => Ok(()),
-            () = expire_leases(&shared) => Ok(()),
+            () = http2::serve(incoming, routes, Http2Config::default(), signal) => {}
+            () = drain_deadline => {}
+            () = expire_leases(&shared) => {}
         }
     }
 }

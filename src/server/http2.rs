@@ -1,0 +1,167 @@
+//! The HTTP/2 connection loop under every server this crate runs: the instrumented `Echo`
+//! server and the in-memory etcd.
+//!
+//! It does what tonic's `Server::serve_with_incoming_shutdown` does, with hyper's HTTP/2 server
+//! directly, for two reasons tonic leaves no way around:
+//! - hyper adds a `date` header to every response, read from the wall clock, unless told not
+//!   to, and tonic does not expose the switch. HPACK sends a changed value in full, so the size
+//!   of the response bytes — and in a simulation, how they split into segments and the order in
+//!   which 1,000 waiting RPCs wake — depended on when a wall-clock second ticked over. Here no
+//!   `date` is sent (gRPC does not use it; grpc-go sends none).
+//! - tonic polls each connection in a `select!` that draws from tokio's unseeded RNG.
+//!
+//! # Contract
+//! - Each accepted connection is served on its own task; every request read from it carries the
+//!   connection's [`Connected::connect_info`] in its extensions, as with tonic.
+//! - When `shutdown` completes, or `incoming` ends, accepting stops, every open connection is
+//!   asked to shut down gracefully (GOAWAY; streams in flight finish), and serving returns once
+//!   all of them have closed. A caller bounds that wait by dropping the future; connections
+//!   still open are then left to their tasks.
+//! - A failed accept (`Err` from `incoming`) is skipped: backing off is the stream's job
+//!   ([`super::accept`]).
+//! - Unlike tonic's server, nothing cuts a handler off at the request's `grpc-timeout`: the
+//!   client resets the stream at its deadline (this crate's channel does), which drops the
+//!   handler's future. The handlers served here answer at once or stream until cancelled.
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio_stream::{Stream, StreamExt};
+use tonic::service::Routes;
+use tonic::transport::server::Connected;
+use tower::ServiceExt;
+
+/// How connections are served.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Http2Config {
+    /// HTTP/2 keep-alive: PING after `.0` without traffic, close when no answer within `.1`.
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+}
+
+/// Serves `routes` on each connection `incoming` yields until `shutdown` completes or
+/// `incoming` ends, then waits for open connections to close (see the module's contract).
+pub(crate) async fn serve<S, Io>(
+    incoming: S,
+    routes: Routes,
+    config: Http2Config,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Stream<Item = io::Result<Io>>,
+    Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
+{
+    let open = Arc::new(Open::default());
+    let mut incoming = pin!(incoming);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = incoming.next() => accepted,
+        };
+        match accepted {
+            None => break,
+            Some(Err(_)) => {}
+            Some(Ok(io)) => {
+                let guard = open.enter();
+                tokio::spawn(connection(io, routes.clone(), config, guard));
+            }
+        }
+    }
+    open.stop_and_wait().await;
+}
+
+/// Serves one connection until it closes, shutting it down gracefully when asked to.
+async fn connection<Io>(io: Io, routes: Routes, config: Http2Config, guard: OpenGuard)
+where
+    Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
+{
+    let info = io.connect_info();
+    let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
+        request.extensions_mut().insert(info.clone());
+        routes.clone().oneshot(request)
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).auto_date_header(false);
+    if let Some((interval, timeout)) = config.keepalive {
+        builder.keep_alive_interval(interval).keep_alive_timeout(timeout);
+    }
+    let mut served = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let stop = guard.open.stop.notified();
+    let mut stop = pin!(stop);
+    // Registered before the flag is read, so a shutdown between the two is not missed.
+    stop.as_mut().enable();
+    let mut stopping = guard.open.stopping.load(Ordering::SeqCst);
+    if stopping {
+        served.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut served => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                break;
+            }
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                served.as_mut().graceful_shutdown();
+            }
+        }
+    }
+}
+
+/// The connections still open, and the shutdown signal they watch.
+#[derive(Debug, Default)]
+struct Open {
+    count: AtomicUsize,
+    /// Set once, when serving stops; `stop` wakes the connections then.
+    stopping: AtomicBool,
+    stop: Notify,
+    /// Woken when the last connection closes.
+    closed: Notify,
+}
+
+impl Open {
+    fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard { open: self.clone() }
+    }
+
+    /// Asks every connection to shut down and waits until none is open.
+    async fn stop_and_wait(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+        loop {
+            let closed = self.closed.notified();
+            let mut closed = pin!(closed);
+            closed.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+/// Counts one open connection; dropping it (the connection's task ended, or was dropped with
+/// its runtime) uncounts it.
+#[derive(Debug)]
+struct OpenGuard {
+    open: Arc<Open>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.open.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.open.closed.notify_waiters();
+        }
+    }
+}
