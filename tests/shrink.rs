@@ -78,6 +78,7 @@ fn a_failure_caused_by_one_crash_shrinks_to_that_crash_on_one_server() {
     );
 
     let text = shrunk.scenario.to_toml(&shrunk.comment("sims/crash_restart_weighted.toml"));
+    eprintln!("{text}");
     let loaded = Scenario::parse("shrunk.toml", &text)
         .unwrap_or_else(|e| panic!("the shrunk file must load and validate: {e}\n{text}"));
     let replay = sim::run(&loaded, SEED);

@@ -6,15 +6,16 @@
 //!
 //! 1. fewer faults: ddmin (Zeller and Hildebrandt) over the fault list, removing halves, then
 //!    quarters, down to single faults;
-//! 2. fewer RPCs (halved), tried again after each structural pass, so later runs are cheaper;
+//! 2. fewer RPCs (halved), tried again after each pass that can make room for it, so later
+//!    runs are cheaper; every fault earlier (times halved, order kept) comes right after the
+//!    first try, since a late fault is what a short workload misses;
 //! 3. fewer servers, each removed with everything that names it: its target items, manual and
 //!    resolver-update addresses, faults and links on its host (unless another server shares
 //!    the host), registration faults, and its keys in `[expect]`;
 //! 4. fewer addresses: single items of a `pass:` target, of `manual_addresses` and of each
 //!    `resolve` fault;
 //! 5. lower `#N` counts (to 1, else halved);
-//! 6. shorter times: every fault earlier (times halved, order kept), an earlier start, halved
-//!    pacing and time limit, and a halved deadline, though never below 20 one-way latencies
+//! 6. shorter times: an earlier start, halved pacing and time limit, and a halved deadline, though never below 20 one-way latencies
 //!    (a connect, the HTTP/2 handshake and the RPC, with room): below that every RPC fails
 //!    its deadline, whatever else the scenario does;
 //! 7. less concurrency (halved), last, because it makes the workload take longer.
@@ -317,14 +318,16 @@ struct State<'a> {
 
 impl State<'_> {
     /// One round of every pass, in the order the module documentation gives, with fewer RPCs
-    /// tried again after each structural pass (removing a fault or a server often lets the
-    /// workload shrink, and every later run is cheaper for it).
+    /// tried again after each pass that can make room for it (a fault moved earlier or a
+    /// server removed often lets the workload shrink, and every later run is cheaper for it).
     fn round(&mut self) -> Round {
         let kept_before = self.kept;
         if self.ddmin_faults() == Tried::OutOfRuns {
             return Round::OutOfRuns;
         }
-        let passes: [Pass; 9] = [
+        let passes: [Pass; 11] = [
+            edit::fewer_rpcs,
+            edit::earlier_faults,
             edit::fewer_rpcs,
             edit::without_each_server,
             edit::fewer_rpcs,

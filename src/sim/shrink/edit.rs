@@ -231,15 +231,20 @@ pub(super) fn lower_counts(s: &Scenario) -> Vec<Candidate> {
 /// Sets one time of a scenario.
 type SetTime = fn(&mut Scenario, u64);
 
-/// Every time halved, one at a time: all fault times (their order kept), the workload's
-/// start, the deadline (not below [`deadline_floor`]), the pacing, the time limit.
+/// Every fault time halved (their order kept).
+pub(super) fn earlier_faults(s: &Scenario) -> Vec<Candidate> {
+    if !s.faults.iter().any(|f| f.at_ms > 0) {
+        return Vec::new();
+    }
+    let mut c = s.clone();
+    c.faults.iter_mut().for_each(|f| f.at_ms /= 2);
+    vec![("every fault time halved".to_owned(), c)]
+}
+
+/// Every other time halved, one at a time: the workload's start, the deadline (not below
+/// [`deadline_floor`]), the pacing, the time limit.
 pub(super) fn shorter_times(s: &Scenario) -> Vec<Candidate> {
     let mut out = Vec::new();
-    if s.faults.iter().any(|f| f.at_ms > 0) {
-        let mut c = s.clone();
-        c.faults.iter_mut().for_each(|f| f.at_ms /= 2);
-        out.push(("every fault time halved".to_owned(), c));
-    }
     let w = &s.workload;
     let knobs: [(&str, u64, SetTime); 4] = [
         ("workload.start_ms", w.start_ms, |c, v| c.workload.start_ms = v),
