@@ -43,6 +43,7 @@ mod net;
 pub mod report;
 pub mod scenario;
 mod server;
+pub mod shrink;
 pub mod trace;
 
 pub use checks::Property;

@@ -15,6 +15,7 @@ mod etcd;
 mod limits_tests;
 mod locate;
 mod validate;
+mod write;
 
 pub use etcd::{EtcdSpec, RegisterSpec};
 pub use validate::parse_address;
@@ -161,7 +162,7 @@ fn default_connect_timeout_ms() -> u64 {
 }
 
 /// `[client.keepalive]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KeepAliveSpec {
     /// Whether keep-alive is on. Default true.
@@ -190,7 +191,7 @@ fn default_keepalive_ms() -> u64 {
 }
 
 /// `[client.backoff]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackoffSpec {
     /// First delay, ms. Default 250.
@@ -228,7 +229,7 @@ fn default_max_ms() -> u64 {
 
 /// The `[workload]` table: `concurrency` workers share `rpcs` Echo RPCs; each worker sends one,
 /// waits for its end, pauses `pacing_ms`, and takes the next.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
     /// Total RPCs. Default 100.
@@ -278,7 +279,7 @@ fn default_pacing_ms() -> u64 {
 }
 
 /// The `[network]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     /// Least one-way message latency, ms. Default 1.
@@ -307,7 +308,7 @@ fn five() -> u64 {
 }
 
 /// A `[[network.link]]`: a fixed latency between two hosts (both directions).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     /// The two hosts (`"client"` is the client).
@@ -444,7 +445,7 @@ impl Fault {
 }
 
 /// The `[expect]` table: each key present turns on one property check.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
     /// The policy the channel must behave as: `pick_first` (never more than one connection

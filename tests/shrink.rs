@@ -1,0 +1,106 @@
+//! Shrinking a failing run: a real scenario from `sims/` with one injected failure shrinks to a
+//! smaller scenario that fails the same property with the same seed, writes to a file that
+//! loads back, and drops the faults and servers the failure does not need.
+
+use std::time::Instant;
+
+use anchorage::sim::shrink::{self, ShrinkError, ShrinkStep, Shrunk};
+use anchorage::sim::{self, RunReport, scenario::Scenario};
+
+const SEED: u64 = 0;
+
+/// `crash_restart_weighted.toml` with `max_failed = 0`: the crash of a at 1.5 s loses the RPCs
+/// in flight on a's connections, so the run fails `max_failed`. So would a's restart alone (a
+/// restart of a running host is a bounce, which loses them too); one of the two is enough, and
+/// server b has nothing to do with it.
+fn crash_loses_rpcs() -> Scenario {
+    let mut scenario = Scenario::load("sims/crash_restart_weighted.toml").unwrap();
+    scenario.expect.max_failed = Some(0);
+    scenario
+}
+
+fn failed(report: &RunReport, property: &str) -> bool {
+    report.properties.iter().any(|p| p.name == property && p.failed())
+}
+
+fn shrink_counting(scenario: &Scenario, property: &str) -> (Result<Shrunk, ShrinkError>, usize) {
+    let mut runs = 0;
+    let mut run = |s: &Scenario, seed: u64| {
+        runs += 1;
+        sim::run(s, seed)
+    };
+    let mut progress = |step: &ShrinkStep| eprintln!("{step}");
+    let result = shrink::shrink(scenario, SEED, property, &mut run, &mut progress);
+    (result, runs)
+}
+
+#[test]
+fn a_failure_caused_by_one_crash_shrinks_to_that_crash_on_one_server() {
+    let original = crash_loses_rpcs();
+    let started = Instant::now();
+    let (result, runs) = shrink_counting(&original, "max_failed");
+    let shrunk = result.expect("the original run fails max_failed, so it shrinks");
+    eprintln!(
+        "shrink took {:.1} s of wall time, {} runs ({} kept): {} -> {}",
+        started.elapsed().as_secs_f64(),
+        shrunk.runs,
+        shrunk.kept,
+        shrunk.before,
+        shrunk.after
+    );
+    assert_eq!(shrunk.runs, runs, "Shrunk.runs must count every simulation run");
+    assert!(shrunk.runs <= shrink::MAX_RUNS, "a shrink must stay within its run budget");
+
+    let (before, after) = (shrunk.before, shrunk.after);
+    assert!(
+        after.faults < before.faults
+            && after.servers < before.servers
+            && after.rpcs < before.rpcs
+            && after.sim_ms < before.sim_ms,
+        "the shrunk scenario must be strictly smaller: {before} -> {after}"
+    );
+    let faults: Vec<String> = shrunk.scenario.faults.iter().map(|f| f.describe()).collect();
+    assert!(
+        faults == ["crash a"] || faults == ["restart a"],
+        "one fault that takes a down is all the failure needs, got {faults:?}"
+    );
+    let servers: Vec<String> = shrunk.scenario.server_list().into_iter().map(|s| s.name).collect();
+    assert_eq!(servers, ["a"], "server b plays no part in the failure");
+    assert!(
+        !shrunk.scenario.client.target.contains("b:9090"),
+        "a removed server's address must leave the target: {}",
+        shrunk.scenario.client.target
+    );
+    let weights = shrunk.scenario.expect.weights.as_ref().expect("weights stay, trimmed");
+    assert!(
+        weights.keys().eq(["a"]),
+        "[expect] must keep its keys, without the removed server: {weights:?}"
+    );
+
+    let text = shrunk.scenario.to_toml(&shrunk.comment("sims/crash_restart_weighted.toml"));
+    eprintln!("{text}");
+    let loaded = Scenario::parse("shrunk.toml", &text)
+        .unwrap_or_else(|e| panic!("the shrunk file must load and validate: {e}\n{text}"));
+    let replay = sim::run(&loaded, SEED);
+    assert!(
+        failed(&replay, "max_failed"),
+        "the shrunk file must fail the same property with the same seed:\n{text}\n{}",
+        replay.table()
+    );
+    assert!(text.starts_with("# Fails `max_failed` with seed 0"), "{text}");
+}
+
+#[test]
+fn a_shrink_of_a_run_that_does_not_fail_the_property_is_refused_after_one_run() {
+    let passing = Scenario::load("sims/crash_restart_weighted.toml").unwrap();
+    let (result, runs) = shrink_counting(&passing, "lost_per_fault");
+    let error = result.expect_err("a run that holds lost_per_fault has nothing to shrink");
+    assert!(matches!(error, ShrinkError::NotFailing { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("shrink: scenario crash_restart_weighted seed 0")
+            && message.contains("\"lost_per_fault\" does not fail"),
+        "the error must name the scenario, the seed and the property: {message}"
+    );
+    assert_eq!(runs, 1, "refusing must cost one run, not a loop");
+}
