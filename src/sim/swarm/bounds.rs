@@ -109,7 +109,9 @@ pub(super) fn expect(s: &Scenario, facts: &Facts) -> Expect {
     let n_min = (u64::from(w.concurrency) * QUIET_MS / (w.pacing_ms + healthy_rtt_ms(s))).max(1);
     let max_n = facts.listed.iter().map(|(_, n)| u64::from(*n)).max().unwrap_or(1);
     let tolerance = if facts.round_robin {
-        ((max_n + u64::from(w.concurrency)) as f64 / n_min as f64).min(1.0)
+        // Rounded up to a thousandth so reports stay readable.
+        ((max_n + u64::from(w.concurrency)) as f64 * 1000.0 / n_min as f64).ceil().min(1000.0)
+            / 1000.0
     } else {
         0.0
     };
