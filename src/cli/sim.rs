@@ -1,6 +1,7 @@
-//! `anchorage sim [SCENARIO...] [--seed S | --seeds A..B] [--trace] [--json]`: runs simulation
-//! scenarios and prints one report per run, the replay command of every failing run, and the
-//! determinism self-check.
+//! `anchorage sim [SCENARIO...] [--seed S | --seeds A..B] [--trace] [--json] [--shard K/N]`:
+//! runs simulation scenarios and prints one report per run, the replay command of every failing
+//! run, and the determinism self-check. With `--swarm`, the scenarios are generated, one per
+//! seed ([`anchorage::sim::swarm`]), instead of read from files.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -11,17 +12,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anchorage::audit::subjects;
-use anchorage::sim::{self, RunOptions, RunReport, scenario::Scenario};
+use anchorage::sim::{self, RunOptions, RunReport, scenario::Scenario, swarm};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Seeds run per scenario when neither `--seed` nor `--seeds` is given.
 const DEFAULT_SEEDS: Range<u64> = 0..8;
+
+/// Seeds a swarm run generates when neither `--seed` nor `--seeds` is given.
+const DEFAULT_SWARM_SEEDS: Range<u64> = 0..64;
 
 /// Arguments of `anchorage sim`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Scenario files to run; all of `sims/*.toml` when none are given.
     scenarios: Vec<PathBuf>,
+    /// Generate one scenario per seed instead of reading files (default seeds 0..64); each runs
+    /// with its own seed.
+    #[arg(long, conflicts_with_all = ["scenarios", "subject"])]
+    swarm: bool,
+    /// Run only every N-th run from the K-th (0-based), so N shards split a run with no
+    /// coordination; their `--json` lines concatenate into one report.
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    shard: Option<Shard>,
     /// Run exactly this seed (replays a failing run; regression seeds are not added).
     #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
@@ -58,6 +70,27 @@ fn parse_range(text: &str) -> Result<Range<u64>, String> {
     Ok(a..b)
 }
 
+/// `--shard K/N`: this process runs the runs whose index is K modulo N.
+#[derive(Debug, Clone, Copy)]
+struct Shard {
+    index: usize,
+    count: usize,
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    let problem = |why: &str| format!("--shard {text}: {why}");
+    let (k, n) = text.split_once('/').ok_or_else(|| problem("write K/N, e.g. 0/4"))?;
+    let index: usize = k.parse().map_err(|_| problem(&format!("{k:?} is not a shard index")))?;
+    let count: usize = n.parse().map_err(|_| problem(&format!("{n:?} is not a shard count")))?;
+    if count == 0 {
+        return Err(problem("the shard count N must be at least 1"));
+    }
+    if index >= count {
+        return Err(problem(&format!("the shard index K must be below N ({count}): 0..{count}")));
+    }
+    Ok(Shard { index, count })
+}
+
 /// One simulation to run.
 struct Job {
     scenario: usize,
@@ -67,6 +100,10 @@ struct Job {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
+    if args.swarm {
+        let scenarios = swarm_scenarios(&args);
+        return run_scenarios(&scenarios, &args, &RunOptions::default());
+    }
     let paths =
         if args.scenarios.is_empty() { scenario_files("sims") } else { Ok(args.scenarios.clone()) };
     let paths = match paths {
@@ -103,26 +140,56 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         },
     };
-    let jobs = plan(&scenarios, &args);
-    let started = Instant::now();
-    let (reports, wall) = execute(&scenarios, &jobs, &args, &options);
-    print(&scenarios, &jobs, &reports, &args);
-    if args.timing {
-        print_timing(&scenarios, &jobs, &reports, &wall, started.elapsed());
+    run_scenarios(&scenarios, &args, &options)
+}
+
+/// The generated scenarios of a swarm run: one per seed of the shard.
+fn swarm_scenarios(args: &Args) -> Vec<Scenario> {
+    let seeds: Vec<u64> = match args.seed {
+        Some(seed) => vec![seed],
+        None => args.seeds.clone().unwrap_or(DEFAULT_SWARM_SEEDS).collect(),
+    };
+    seeds
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| args.shard.is_none_or(|s| i % s.count == s.index))
+        .map(|(_, seed)| swarm::generate(seed))
+        .collect()
+}
+
+fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> ExitCode {
+    let jobs = plan(scenarios, args);
+    if jobs.is_empty() {
+        eprintln!("anchorage sim: this shard has no runs");
+        return ExitCode::SUCCESS;
     }
-    let failed = reports.iter().any(|r| !r.passed) || !determinism(&scenarios, &jobs, &reports).1;
+    let started = Instant::now();
+    let (mut reports, wall) = execute(scenarios, &jobs, args, options);
+    if args.swarm {
+        for report in &mut reports {
+            report.replay = swarm::replay_command(report.seed);
+        }
+    }
+    print(scenarios, &jobs, &reports, args);
+    if args.timing {
+        print_timing(scenarios, &jobs, &reports, &wall, started.elapsed());
+    }
+    let failed = reports.iter().any(|r| !r.passed) || !determinism(scenarios, &jobs, &reports).1;
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// Every (scenario, seed) to run, in order: per scenario its regression seeds, then the
-/// requested seeds, then the repeat of its first seed.
+/// requested seeds (a swarm scenario: its own seed); of those, `--shard`'s share (a swarm run
+/// is sharded when its scenarios are generated); then the repeat of the first run of each
+/// scenario (of a swarm: of the first scenario), the determinism self-check.
 fn plan(scenarios: &[Scenario], args: &Args) -> Vec<Job> {
-    let mut jobs = Vec::new();
+    let mut runs = Vec::new();
     for (index, scenario) in scenarios.iter().enumerate() {
         let mut seeds: Vec<u64> = Vec::new();
-        match args.seed {
-            Some(seed) => seeds.push(seed),
-            None => {
+        match (args.swarm, args.seed) {
+            (true, _) => seeds.extend(swarm_seed(scenario)),
+            (false, Some(seed)) => seeds.push(seed),
+            (false, None) => {
                 let range = args.seeds.clone().unwrap_or(DEFAULT_SEEDS);
                 for seed in scenario.regression_seeds.iter().copied().chain(range) {
                     if !seeds.contains(&seed) {
@@ -131,11 +198,31 @@ fn plan(scenarios: &[Scenario], args: &Args) -> Vec<Job> {
                 }
             }
         }
-        let first = seeds[0];
-        jobs.extend(seeds.into_iter().map(|seed| Job { scenario: index, seed, repeat: false }));
-        jobs.push(Job { scenario: index, seed: first, repeat: true });
+        runs.extend(seeds.into_iter().map(|seed| Job { scenario: index, seed, repeat: false }));
     }
+    let mut jobs: Vec<Job> = match args.shard.filter(|_| !args.swarm) {
+        Some(shard) => runs
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % shard.count == shard.index)
+            .map(|(_, job)| job)
+            .collect(),
+        None => runs,
+    };
+    let mut repeats = Vec::new();
+    for job in &jobs {
+        let first = !repeats.iter().any(|r: &Job| r.scenario == job.scenario);
+        if first && (!args.swarm || repeats.is_empty()) {
+            repeats.push(Job { scenario: job.scenario, seed: job.seed, repeat: true });
+        }
+    }
+    jobs.extend(repeats);
     jobs
+}
+
+/// The seed a swarm scenario was generated from (its name is `swarm-<seed>`).
+fn swarm_seed(scenario: &Scenario) -> Option<u64> {
+    scenario.name().strip_prefix("swarm-").and_then(|s| s.parse().ok())
 }
 
 /// Runs every job on `--jobs` threads; returns the reports and wall times in job order.
@@ -148,7 +235,7 @@ fn execute(
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .clamp(1, jobs.len());
+        .clamp(1, jobs.len().max(1));
     let bar = if jobs.len() > 1 {
         ProgressBar::with_draw_target(Some(jobs.len() as u64), ProgressDrawTarget::stderr())
     } else {
@@ -242,6 +329,10 @@ fn determinism(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport]) -> (
             .map(|(_, r)| r);
         let Some(first) = first else { continue };
         let path = scenarios[job.scenario].path.display().to_string();
+        let replay = match swarm_seed(&scenarios[job.scenario]) {
+            Some(seed) if first.replay == swarm::replay_command(seed) => first.replay.clone(),
+            _ => sim::replay_command(&path, job.seed),
+        };
         if first.trace_hash == repeat.trace_hash {
             lines.push(format!(
                 "determinism {} seed {}: trace {} twice",
@@ -250,12 +341,8 @@ fn determinism(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport]) -> (
         } else {
             identical = false;
             lines.push(format!(
-                "FAIL {} seed {}: determinism (trace hashes {} and {} differ); replay: {} --trace",
-                first.scenario,
-                job.seed,
-                first.trace_hash,
-                repeat.trace_hash,
-                sim::replay_command(&path, job.seed)
+                "FAIL {} seed {}: determinism (trace hashes {} and {} differ); replay: {replay} --trace",
+                first.scenario, job.seed, first.trace_hash, repeat.trace_hash,
             ));
         }
     }

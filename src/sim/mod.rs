@@ -11,6 +11,7 @@
 //! - [`checks`]: the properties, each reported with what was measured.
 //! - [`trace`]: the event trace with simulated-time stamps, and its stable hash.
 //! - [`report`]: the per-run table and JSON.
+//! - [`swarm`]: scenarios generated from a seed, checked against universal invariants.
 //!
 //! ```no_run
 //! use anchorage::sim::{self, scenario::Scenario};
@@ -44,6 +45,7 @@ pub mod report;
 pub mod scenario;
 mod server;
 pub mod shrink;
+pub mod swarm;
 pub mod trace;
 
 pub use checks::Property;

@@ -530,6 +530,20 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// Validates a scenario built in code (as swarm runs build them), as [`Scenario::parse`]
+    /// validates a file; errors name no line.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Invalid`].
+    pub fn check(&self) -> Result<(), ScenarioError> {
+        self.validate().map_err(|problem| ScenarioError::Invalid {
+            path: self.path.clone(),
+            line: None,
+            what: problem.what,
+            reason: problem.reason,
+        })
+    }
+
     /// The scenario's name: its file name without `.toml`.
     pub fn name(&self) -> String {
         self.path.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned())

@@ -1,0 +1,458 @@
+//! The generator: one scenario per seed, drawn from one ChaCha8 stream.
+//!
+//! Order of the draws: fault kinds switched on, servers, target, client settings, network,
+//! the random fault phase, the heal, then (from the bounds) the workload's size and the time
+//! limit. Changing the order changes every seed's scenario, so append new draws at the end of
+//! their step.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::Generated;
+use super::bounds;
+use crate::sim::scenario::{
+    Action, BackoffSpec, ClientSpec, EtcdSpec, Expect, Fault, KeepAliveSpec, Network, RegisterSpec,
+    Scenario, ServerSpec, Workload,
+};
+
+/// Every fault kind the harness knows, in declaration order.
+pub(super) const ACTIONS: [Action; 13] = [
+    Action::Crash,
+    Action::Restart,
+    Action::Bounce,
+    Action::Partition,
+    Action::Repair,
+    Action::Hold,
+    Action::Release,
+    Action::Latency,
+    Action::Resolve,
+    Action::Register,
+    Action::Deregister,
+    Action::ExpireLease,
+    Action::Compact,
+];
+
+/// How the client finds its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Discovery {
+    /// `pass:///host:port#N,...`.
+    Pass,
+    /// `manual:///swarm`, driven by `resolve` faults.
+    Manual,
+    /// `etcd:///echo#N`, servers registering in `[etcd]`.
+    Etcd,
+}
+
+/// What the bounds need to know beyond the scenario itself.
+#[derive(Debug, Clone)]
+pub(super) struct Facts {
+    pub(super) discovery: Discovery,
+    /// The final address list's servers in its order, each with its connection count.
+    pub(super) listed: Vec<(String, u32)>,
+    pub(super) round_robin: bool,
+    pub(super) retry: bool,
+    /// When the heal phase starts (everything repaired, released, restarted, resolved).
+    pub(super) heal_ms: u64,
+    /// When every server host is restarted at once, the last fault of the run.
+    pub(super) restart_all_ms: u64,
+}
+
+/// The etcd host's name and the service servers register under.
+const ETCD_HOST: &str = "etcd";
+const SERVICE: &str = "echo";
+
+pub(super) fn generate(seed: u64) -> Generated {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let kinds: Vec<Action> = ACTIONS.into_iter().filter(|_| rng.random_bool(0.5)).collect();
+    let servers = servers(&mut rng);
+    let discovery = match rng.random_range(0..3) {
+        0 => Discovery::Pass,
+        1 => Discovery::Manual,
+        _ => Discovery::Etcd,
+    };
+    let mut picked: Vec<usize> = (0..servers.len()).filter(|_| rng.random_bool(0.8)).collect();
+    if picked.is_empty() {
+        picked.push(rng.random_range(0..servers.len()));
+    }
+    picked.shuffle(&mut rng);
+    let etcd_n = rng.random_range(1..=8u32);
+    let mut listed: Vec<(usize, u32)> = picked
+        .iter()
+        .map(|&i| (i, if discovery == Discovery::Etcd { etcd_n } else { rng.random_range(1..=8) }))
+        .collect();
+    if discovery == Discovery::Etcd {
+        // The etcd resolver publishes addresses in key order, `echo/<host>:<port>`.
+        listed.sort_by_key(|&(i, _)| addr(&servers[i]));
+    }
+    let round_robin = rng.random_bool(0.5);
+    let retry = rng.random_bool(0.5);
+    let client = client(&mut rng, discovery, &servers, &listed, round_robin, retry);
+    let min_latency_ms = rng.random_range(1..=3);
+    let network = Network {
+        min_latency_ms,
+        max_latency_ms: min_latency_ms + rng.random_range(0..=4),
+        links: Vec::new(),
+    };
+    let start_ms: u64 = rng.random_range(0..=200);
+    let faults_end = start_ms + rng.random_range(500..=1500);
+    let mut servers = servers;
+    let etcd = (discovery == Discovery::Etcd).then(|| {
+        for &(i, _) in &listed {
+            let at_ms = if rng.random_bool(0.2) { rng.random_range(0..=faults_end) } else { 0 };
+            servers[i].register = Some(RegisterSpec {
+                service: SERVICE.into(),
+                ttl_s: rng.random_range(1..=3),
+                at_ms,
+            });
+        }
+        EtcdSpec {
+            host: ETCD_HOST.into(),
+            port: 2379,
+            min_lease_ttl_s: 1,
+            request_timeout_ms: rng.random_range(3..=6) * 100,
+        }
+    });
+    let world = World { servers: &servers, discovery, listed: &listed };
+    let mut faults = random_phase(&mut rng, &world, &kinds, start_ms + 100, faults_end);
+    let heal_ms = faults_end + 100;
+    let mut scenario = Scenario {
+        path: PathBuf::from(format!("swarm/swarm-{seed}")),
+        regression_seeds: Vec::new(),
+        time_limit_ms: 0,
+        servers,
+        client,
+        etcd,
+        workload: Workload::default(),
+        network,
+        faults: Vec::new(),
+        expect: Expect::default(),
+    };
+    let listed_names: Vec<(String, u32)> =
+        listed.iter().map(|&(i, n)| (scenario.servers[i].name.clone(), n)).collect();
+    let mut facts =
+        Facts { discovery, listed: listed_names, round_robin, retry, heal_ms, restart_all_ms: 0 };
+    // The heal restarts what crashed; the restart of everything comes once all of it has
+    // recovered, so the channel is READY on every listed address at that moment.
+    let recovered = bounds::liveness_ms(&scenario, &facts);
+    facts.restart_all_ms = heal_ms + recovered;
+    faults.extend(heal(&scenario, &faults, &facts));
+    scenario.faults = faults;
+    scenario.workload = workload(&mut rng, &scenario, &facts, start_ms);
+    scenario.time_limit_ms = bounds::time_limit_ms(&scenario, &facts);
+    scenario.expect = bounds::expect(&scenario, &facts);
+    Generated { scenario, kinds, heal_ms }
+}
+
+fn addr(server: &ServerSpec) -> String {
+    format!("{}:{}", server.host.as_deref().unwrap_or(&server.name), server.port)
+}
+
+/// 1–6 servers `s1..`, on hosts `h1..`; some share an earlier server's host (on their own port).
+fn servers(rng: &mut ChaCha8Rng) -> Vec<ServerSpec> {
+    let n = rng.random_range(1..=6u16);
+    let mut out: Vec<ServerSpec> = Vec::new();
+    for i in 1..=n {
+        let host = match out.len() {
+            0 => format!("h{i}"),
+            len if rng.random_bool(0.3) => {
+                out[rng.random_range(0..len)].host.clone().unwrap_or_default()
+            }
+            _ => format!("h{i}"),
+        };
+        out.push(ServerSpec {
+            name: format!("s{i}"),
+            host: Some(host),
+            port: 9000 + i,
+            count: None,
+            register: None,
+        });
+    }
+    out
+}
+
+/// The manual resolver's full list: each listed server's address N times, told apart by `idx`.
+pub(super) fn full_list(servers: &[ServerSpec], listed: &[(usize, u32)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &(i, n) in listed {
+        let a = addr(&servers[i]);
+        if n == 1 {
+            out.push(a);
+        } else {
+            out.extend((0..n).map(|k| format!("{a}{{idx={k}}}")));
+        }
+    }
+    out
+}
+
+fn client(
+    rng: &mut ChaCha8Rng,
+    discovery: Discovery,
+    servers: &[ServerSpec],
+    listed: &[(usize, u32)],
+    round_robin: bool,
+    retry: bool,
+) -> ClientSpec {
+    let (target, manual_addresses) = match discovery {
+        Discovery::Pass => {
+            let items: Vec<String> = listed
+                .iter()
+                .map(|&(i, n)| match n {
+                    1 if rng.random_bool(0.5) => addr(&servers[i]),
+                    n => format!("{}#{n}", addr(&servers[i])),
+                })
+                .collect();
+            (format!("pass:///{}", items.join(",")), None)
+        }
+        Discovery::Manual => {
+            let full = full_list(servers, listed);
+            let initial = if rng.random_bool(0.2) { None } else { Some(variant(rng, &full)) };
+            ("manual:///swarm".to_owned(), initial)
+        }
+        Discovery::Etcd => (format!("etcd:///{SERVICE}#{}", listed[0].1), None),
+    };
+    let mut config = Vec::new();
+    if round_robin {
+        config.push(r#""loadBalancingConfig":[{"round_robin":{}}]"#.to_owned());
+    } else if rng.random_bool(0.5) {
+        config.push(r#""loadBalancingConfig":[{"pick_first":{}}]"#.to_owned());
+    }
+    if retry {
+        config.push(format!(
+            r#""methodConfig":[{{"name":[{{"service":"anchorage.echo.v1.Echo"}}],"retryPolicy":{{"maxAttempts":{},"initialBackoff":"0.0{}s","maxBackoff":"0.{}s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}}}]"#,
+            rng.random_range(2..=5),
+            rng.random_range(1..=5),
+            rng.random_range(1..=3),
+        ));
+    }
+    let service_config = (!config.is_empty()).then(|| format!("{{{}}}", config.join(",")));
+    let initial_ms = rng.random_range(1..=5) * 50;
+    ClientSpec {
+        target,
+        service_config,
+        manual_addresses,
+        connect_timeout_ms: rng.random_range(2..=5) * 100,
+        keepalive: KeepAliveSpec {
+            enabled: true,
+            interval_ms: rng.random_range(3..=5) * 100,
+            timeout_ms: rng.random_range(2..=3) * 100,
+        },
+        backoff: BackoffSpec {
+            initial_ms,
+            multiplier: [1.2, 1.6, 2.0][rng.random_range(0..3)],
+            jitter: [0.0, 0.1, 0.2][rng.random_range(0..3)],
+            max_ms: initial_ms.max(rng.random_range(2..=5) * 100),
+        },
+    }
+}
+
+/// A resolver update drawn from the full list: a subset (addresses added or removed), the
+/// subset reordered, or with some addresses repeated.
+fn variant(rng: &mut ChaCha8Rng, full: &[String]) -> Vec<String> {
+    let mut list: Vec<String> = full.iter().filter(|_| rng.random_bool(0.7)).cloned().collect();
+    if rng.random_bool(0.4) {
+        list.shuffle(rng);
+    }
+    if !list.is_empty() && rng.random_bool(0.3) {
+        for _ in 0..rng.random_range(1..=3) {
+            let copy = list[rng.random_range(0..list.len())].clone();
+            let at = rng.random_range(0..=list.len());
+            list.insert(at, copy);
+        }
+    }
+    list
+}
+
+/// What the fault drawing needs to know.
+struct World<'a> {
+    servers: &'a [ServerSpec],
+    discovery: Discovery,
+    listed: &'a [(usize, u32)],
+}
+
+impl World<'_> {
+    fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = Vec::new();
+        for s in self.servers {
+            let h = s.host.clone().unwrap_or_default();
+            if !hosts.contains(&h) {
+                hosts.push(h);
+            }
+        }
+        if self.discovery == Discovery::Etcd {
+            hosts.push(ETCD_HOST.into());
+        }
+        hosts
+    }
+
+    /// The links a partition, hold or latency change may cut: client to each host, and each
+    /// server host to etcd.
+    fn pairs(&self) -> Vec<[String; 2]> {
+        let mut pairs: Vec<[String; 2]> =
+            self.hosts().into_iter().map(|h| ["client".to_owned(), h]).collect();
+        if self.discovery == Discovery::Etcd {
+            for h in self.hosts().into_iter().filter(|h| h != ETCD_HOST) {
+                pairs.push([h, ETCD_HOST.into()]);
+            }
+        }
+        pairs
+    }
+
+    fn applies(&self, action: Action) -> bool {
+        match action {
+            Action::Resolve => self.discovery == Discovery::Manual,
+            Action::Register | Action::Deregister | Action::ExpireLease | Action::Compact => {
+                self.discovery == Discovery::Etcd
+            }
+            _ => true,
+        }
+    }
+}
+
+fn fault(at_ms: u64, action: Action) -> Fault {
+    Fault {
+        at_ms,
+        action,
+        host: None,
+        between: None,
+        oneway: false,
+        latency_ms: None,
+        addresses: None,
+        server: None,
+    }
+}
+
+/// 0–8 faults of the kinds switched on, at times in `from..=until`, in time order.
+fn random_phase(
+    rng: &mut ChaCha8Rng,
+    world: &World<'_>,
+    kinds: &[Action],
+    from: u64,
+    until: u64,
+) -> Vec<Fault> {
+    let usable: Vec<Action> = kinds.iter().copied().filter(|&k| world.applies(k)).collect();
+    if usable.is_empty() {
+        return Vec::new();
+    }
+    let mut times: Vec<u64> =
+        (0..rng.random_range(0..=8)).map(|_| rng.random_range(from..=until)).collect();
+    times.sort_unstable();
+    let hosts = world.hosts();
+    let pairs = world.pairs();
+    let full = full_list(world.servers, world.listed);
+    let registering: Vec<String> =
+        world.listed.iter().map(|&(i, _)| world.servers[i].name.clone()).collect();
+    let mut out = Vec::new();
+    for at_ms in times {
+        let action = usable[rng.random_range(0..usable.len())];
+        let mut f = fault(at_ms, action);
+        match action {
+            Action::Crash | Action::Restart | Action::Bounce => {
+                f.host = Some(hosts[rng.random_range(0..hosts.len())].clone());
+            }
+            Action::Partition | Action::Repair | Action::Hold | Action::Release => {
+                let mut pair = pairs[rng.random_range(0..pairs.len())].clone();
+                if rng.random_bool(0.5) {
+                    pair.reverse();
+                }
+                f.oneway =
+                    matches!(action, Action::Partition | Action::Repair) && rng.random_bool(0.5);
+                f.between = Some(pair);
+            }
+            Action::Latency => {
+                f.between = Some(pairs[rng.random_range(0..pairs.len())].clone());
+                f.latency_ms = Some(rng.random_range(0..=100));
+            }
+            Action::Resolve => f.addresses = Some(variant(rng, &full)),
+            Action::Register | Action::Deregister | Action::ExpireLease => {
+                f.server = Some(registering[rng.random_range(0..registering.len())].clone());
+            }
+            Action::Compact => {}
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// The heal: at `heal_ms` every link the random phase touched is repaired (both ways),
+/// released and given the network's greatest latency again, etcd and every crashed host are
+/// restarted, every registering server registers again and the manual resolver sends the full
+/// list; at `restart_all_ms` every server host is restarted at once.
+fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
+    let at = facts.heal_ms;
+    let mut out = Vec::new();
+    let mut links: BTreeSet<[String; 2]> = BTreeSet::new();
+    let mut latencies: BTreeSet<[String; 2]> = BTreeSet::new();
+    let mut crashed: BTreeSet<String> = BTreeSet::new();
+    for f in random {
+        if let Some([a, b]) = &f.between {
+            let pair = if a <= b { [a.clone(), b.clone()] } else { [b.clone(), a.clone()] };
+            if f.action == Action::Latency {
+                latencies.insert(pair);
+            } else {
+                links.insert(pair);
+            }
+        }
+        match (f.action, &f.host) {
+            (Action::Crash, Some(h)) => {
+                crashed.insert(h.clone());
+            }
+            (Action::Restart | Action::Bounce, Some(h)) => {
+                crashed.remove(h);
+            }
+            _ => {}
+        }
+    }
+    for pair in links {
+        out.push(Fault { between: Some(pair.clone()), ..fault(at, Action::Repair) });
+        out.push(Fault { between: Some(pair), ..fault(at, Action::Release) });
+    }
+    for pair in latencies {
+        let latency_ms = Some(scenario.network.max_latency_ms);
+        out.push(Fault { between: Some(pair), latency_ms, ..fault(at, Action::Latency) });
+    }
+    for host in crashed {
+        out.push(Fault { host: Some(host), ..fault(at, Action::Restart) });
+    }
+    if facts.discovery == Discovery::Etcd {
+        for (name, _) in &facts.listed {
+            out.push(Fault { server: Some(name.clone()), ..fault(at, Action::Register) });
+        }
+    }
+    if facts.discovery == Discovery::Manual {
+        let listed: Vec<(usize, u32)> = facts
+            .listed
+            .iter()
+            .filter_map(|(name, n)| {
+                scenario.servers.iter().position(|s| &s.name == name).map(|i| (i, *n))
+            })
+            .collect();
+        let addresses = Some(full_list(&scenario.servers, &listed));
+        out.push(Fault { addresses, ..fault(at, Action::Resolve) });
+    }
+    for host in scenario.hosts() {
+        out.push(Fault { host: Some(host), ..fault(facts.restart_all_ms, Action::Restart) });
+    }
+    out
+}
+
+/// Workers, pacing and deadline drawn; the number of RPCs sized so that the workload lasts
+/// past the quiet period even if every RPC failed at once (each takes at least `pacing_ms`).
+fn workload(rng: &mut ChaCha8Rng, s: &Scenario, facts: &Facts, start_ms: u64) -> Workload {
+    let concurrency = rng.random_range(1..=4u32);
+    let rate = rng.random_range(40..=100u64);
+    let pacing_ms = (u64::from(concurrency) * 1000 / rate).max(5);
+    let end = bounds::quiet_end_ms(s, facts);
+    let per_worker = (end - start_ms).div_ceil(pacing_ms) + 1;
+    Workload {
+        rpcs: u32::try_from(per_worker * u64::from(concurrency)).unwrap_or(u32::MAX),
+        concurrency,
+        deadline_ms: rng.random_range(3..=15) * 100,
+        wait_for_ready: rng.random_bool(0.3),
+        pacing_ms,
+        start_ms,
+    }
+}
