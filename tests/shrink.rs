@@ -104,3 +104,33 @@ fn a_shrink_of_a_run_that_does_not_fail_the_property_is_refused_after_one_run() 
     );
     assert_eq!(runs, 1, "refusing must cost one run, not a loop");
 }
+
+/// `anchorage sim --save DIR` shrinks each failing run and writes a scenario file that fails
+/// the same property with the same seed, and says so on stderr.
+#[test]
+fn sim_save_writes_a_smaller_scenario_that_fails_the_same_way() {
+    let text = std::fs::read_to_string("sims/weighted_round_robin.toml").unwrap();
+    let broken = text.replace("connections = { a = 2, b = 1 }", "connections = { a = 3, b = 1 }");
+    assert_ne!(text, broken, "the scenario must state its connection counts");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("save_test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("broken.toml");
+    std::fs::write(&input, broken).unwrap();
+    let saved = dir.join("saved");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["sim", input.to_str().unwrap(), "--seed", "2", "--save", saved.to_str().unwrap()])
+        .output()
+        .expect("the anchorage binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a failing run must still fail the command");
+    assert!(stderr.contains("shrink step 1"), "the shrink must print its progress: {stderr}");
+    let file = saved.join("broken-seed2.toml");
+    let written =
+        std::fs::read_to_string(&file).expect("--save must write <scenario>-seed<S>.toml");
+    assert!(written.starts_with("# Fails `connections` with seed 2"), "{written}");
+    let shrunk = Scenario::load(&file).expect("the written file must load");
+    let original = Scenario::load(&input).unwrap();
+    assert!(shrunk.workload.rpcs < original.workload.rpcs, "the shrink must make it smaller");
+    assert!(failed(&sim::run(&shrunk, 2), "connections"), "the file must fail the same way");
+}

@@ -58,6 +58,10 @@ pub(crate) struct Args {
     /// wall second (to stderr).
     #[arg(long)]
     timing: bool,
+    /// Shrink each failing run to a smaller scenario that fails the same property with the
+    /// same seed, and write it into DIR as `<scenario>-seed<S>.toml` (progress on stderr).
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
 }
 
 fn parse_range(text: &str) -> Result<Range<u64>, String> {
@@ -174,8 +178,63 @@ fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> E
     if args.timing {
         print_timing(scenarios, &jobs, &reports, &wall, started.elapsed());
     }
-    let failed = reports.iter().any(|r| !r.passed) || !determinism(scenarios, &jobs, &reports).1;
+    let mut failed =
+        reports.iter().any(|r| !r.passed) || !determinism(scenarios, &jobs, &reports).1;
+    if let Some(dir) = &args.save {
+        let failing = jobs.iter().zip(&reports).filter(|(j, r)| !j.repeat && !r.passed);
+        for (job, report) in failing {
+            if let Err(error) = save_shrunk(&scenarios[job.scenario], report, dir, options) {
+                eprintln!("anchorage sim: --save: {error}");
+                failed = true;
+            }
+        }
+    }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Shrinks the failing run `report` of `scenario` and writes the result into `dir`; returns
+/// where. The property kept failing is the run's first failing one.
+fn save_shrunk(
+    scenario: &Scenario,
+    report: &RunReport,
+    dir: &std::path::Path,
+    options: &RunOptions,
+) -> Result<PathBuf, String> {
+    let Some(property) = report.properties.iter().find(|p| p.failed()) else {
+        return Err(format!(
+            "{} seed {}: no failing property to keep",
+            report.scenario, report.seed
+        ));
+    };
+    eprintln!("shrinking {} seed {} (fails {})", report.scenario, report.seed, property.name);
+    let mut run = |s: &Scenario, seed: u64| sim::run_with(s, seed, options);
+    let mut progress = |step: &sim::shrink::ShrinkStep| eprintln!("  {step}");
+    let shrunk =
+        sim::shrink::shrink(scenario, report.seed, &property.name, &mut run, &mut progress)
+            .map_err(|e| e.to_string())?;
+    let original = if report.replay.contains("--swarm") {
+        format!("swarm seed {}", report.seed)
+    } else {
+        scenario.path.display().to_string()
+    };
+    let path = dir.join(format!("{}-seed{}.toml", report.scenario, report.seed));
+    let mut comment = shrunk.comment(&original);
+    comment.push_str(&format!(
+        "\nThe original run: {}\nThis file: {}",
+        report.replay,
+        sim::replay_command(&path.display().to_string(), report.seed)
+    ));
+    let text = shrunk.scenario.to_toml(&comment);
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "saved {}: fails {} (before: {}; after: {})",
+        path.display(),
+        shrunk.property,
+        shrunk.before,
+        shrunk.after
+    );
+    Ok(path)
 }
 
 /// Every (scenario, seed) to run, in order: per scenario its regression seeds, then the
