@@ -42,6 +42,10 @@ pub(crate) struct Args {
     /// in place of the built-in one for its scheme.
     #[arg(long, value_name = "NAME")]
     subject: Option<String>,
+    /// Run with this deliberate defect in the channel (see `anchorage mutants`): replays a
+    /// mutant's failing run.
+    #[arg(long, value_name = "NAME")]
+    mutant: Option<sim::Mutant>,
     /// Also print, per scenario, wall time, simulated seconds per wall second and RPCs per
     /// wall second (to stderr).
     #[arg(long)]
@@ -90,11 +94,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let options = match &args.subject {
+    let mut options = match &args.subject {
         None => RunOptions::default(),
         Some(name) => match subjects::shipped().into_iter().find(|s| &s.name == name) {
             Some(subject) => {
-                RunOptions { resolver: Some(subject.builder), subject: Some(subject.name) }
+                let (resolver, subject) = (Some(subject.builder), Some(subject.name));
+                RunOptions { resolver, subject, ..RunOptions::default() }
             }
             None => {
                 let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
@@ -103,6 +108,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         },
     };
+    options.mutant = args.mutant;
     let jobs = plan(&scenarios, &args);
     let started = Instant::now();
     let (reports, wall) = execute(&scenarios, &jobs, &args, &options);
