@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 /// One deliberate defect in the channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mutant {
     /// `round_robin` keys its subchannels by the address without its connection index, so a
     /// `#N` target opens one subchannel per `host:port` instead of N.
@@ -107,6 +108,10 @@ mod tests {
     fn every_mutant_name_parses_back_to_the_mutant() {
         for mutant in Mutant::ALL {
             assert_eq!(mutant.name().parse::<Mutant>(), Ok(mutant), "names must round-trip");
+        }
+        for mutant in Mutant::ALL {
+            let json = serde_json::to_string(&mutant).expect("a mutant serialises");
+            assert_eq!(json, format!("\"{mutant}\""), "JSON must use the --mutant name");
         }
         let err = "nope".parse::<Mutant>().unwrap_err();
         assert!(err.to_string().starts_with("mutant \"nope\": unknown; known: round_robin"));
