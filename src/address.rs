@@ -10,6 +10,8 @@ use std::fmt;
 
 use indexmap::IndexMap;
 
+use crate::mutant::{self, Mutant};
+
 /// The attribute key under which `pass` and `etcd` store an address's connection index
 /// (`a:1#2` expands to `a:1{idx=0}` and `a:1{idx=1}`).
 pub const CONNECTION_INDEX: &str = "idx";
@@ -66,6 +68,12 @@ impl Attributes {
     /// Returns these attributes with `key` set to `value` (replacing any earlier value).
     pub fn with(mut self, key: impl Into<String>, value: impl Into<AttributeValue>) -> Self {
         self.0.insert(key.into(), value.into());
+        self
+    }
+
+    /// Returns these attributes without `key`.
+    pub(crate) fn without(mut self, key: &str) -> Self {
+        self.0.remove(key);
         self
     }
 
@@ -225,13 +233,29 @@ impl<V> AddressMap<V> {
 /// Removes later duplicates (by [`Address`] identity) from `addresses`, keeping the first
 /// occurrence of each in its original position.
 pub fn dedup(addresses: impl IntoIterator<Item = Address>) -> Vec<Address> {
+    dedup_with_mutant(addresses, None)
+}
+
+/// [`dedup`] with the channel's [`Mutant`], if any: what the policies call.
+pub(crate) fn dedup_with_mutant(
+    addresses: impl IntoIterator<Item = Address>,
+    mutant: Option<Mutant>,
+) -> Vec<Address> {
     let mut seen = AddressMap::new();
+    let mut kept = Vec::new();
     for address in addresses {
-        if !seen.contains(&address) {
-            seen.insert(address, ());
+        // Mutant DedupByHostPortOnly: identity by `host:port` alone, attributes ignored.
+        let key = if mutant::is(mutant, Mutant::DedupByHostPortOnly) {
+            Address::new(address.addr.clone())
+        } else {
+            address.clone()
+        };
+        if !seen.contains(&key) {
+            seen.insert(key, ());
+            kept.push(address);
         }
     }
-    seen.0.into_keys().collect()
+    kept
 }
 
 #[cfg(test)]
@@ -259,6 +283,16 @@ mod tests {
         let list = ["b:1", "a:1", "b:1", "c:1", "a:1"].map(Address::new);
         let got: Vec<_> = dedup(list).into_iter().map(|a| a.addr).collect();
         assert_eq!(got, ["b:1", "a:1", "c:1"]);
+    }
+
+    #[test]
+    fn the_host_port_dedup_mutant_collapses_distinct_attributes_and_nothing_else_does() {
+        let list = [0, 1].map(|i| Address::new("a:1").with_connection_index(i));
+        assert_eq!(dedup_with_mutant(list.clone(), None).len(), 2);
+        let mutated = dedup_with_mutant(list.clone(), Some(Mutant::DedupByHostPortOnly));
+        assert_eq!(mutated, [list[0].clone()], "the mutant must keep only the first a:1");
+        let other = dedup_with_mutant(list, Some(Mutant::RoundRobinAlwaysFirst));
+        assert_eq!(other.len(), 2, "another mutant must not change dedup");
     }
 
     #[test]

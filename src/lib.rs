@@ -32,6 +32,8 @@ pub mod channel;
 pub mod connector;
 pub mod etcd;
 mod io;
+#[doc(hidden)]
+pub mod mutant;
 pub mod registry;
 pub mod resolver;
 pub mod server;

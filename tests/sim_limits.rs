@@ -77,6 +77,7 @@ fn run_with_panicking_resolver(in_spawned_task: bool) -> sim::RunReport {
     let options = RunOptions {
         resolver: Some(Arc::new(PanickingPass { in_spawned_task })),
         subject: Some("panicking".to_owned()),
+        mutant: None,
     };
     sim::run_with(&scenario, 3, &options)
 }

@@ -48,8 +48,11 @@ pub fn load(dir: &Path) -> Result<Vec<Scenario>, String> {
 /// Runs every scenario in `scenarios` (as [`load`] returns them) for each seed in `seeds`
 /// with `subject`'s resolver.
 pub fn check(subject: &Subject, scenarios: &[Scenario], seeds: Range<u64>) -> Vec<PropertyResult> {
-    let options =
-        RunOptions { resolver: Some(subject.builder.clone()), subject: Some(subject.name.clone()) };
+    let options = RunOptions {
+        resolver: Some(subject.builder.clone()),
+        subject: Some(subject.name.clone()),
+        mutant: None,
+    };
     SIM_PROPERTIES
         .iter()
         .zip(scenarios)

@@ -209,10 +209,20 @@ pub trait LbPolicy: Send + fmt::Debug {
 /// The policy a service config's `loadBalancingConfig` selects. With no config the default is
 /// `pick_first` (DESIGN §2.4).
 pub fn policy_for(config: &LoadBalancingConfig) -> Box<dyn LbPolicy> {
+    policy_with_mutant(config, None)
+}
+
+/// [`policy_for`] with the channel's [`Mutant`](crate::mutant::Mutant), if any.
+pub(crate) fn policy_with_mutant(
+    config: &LoadBalancingConfig,
+    mutant: Option<crate::mutant::Mutant>,
+) -> Box<dyn LbPolicy> {
     match config {
-        LoadBalancingConfig::RoundRobin => Box::new(round_robin::RoundRobin::new()),
+        LoadBalancingConfig::RoundRobin => {
+            Box::new(round_robin::RoundRobin::new().with_mutant(mutant))
+        }
         LoadBalancingConfig::PickFirst(config) => {
-            Box::new(pick_first::PickFirst::new(config.shuffle_address_list))
+            Box::new(pick_first::PickFirst::new(config.shuffle_address_list).with_mutant(mutant))
         }
     }
 }

@@ -49,7 +49,8 @@ use super::{
     BadResolverState, ChannelController, ConnectionError, ConnectivityState, LbPolicy, PickInfo,
     PickResult, Picker, PickerUpdate, Subchannel, SubchannelState,
 };
-use crate::address::{Address, dedup};
+use crate::address::{Address, dedup_with_mutant};
+use crate::mutant::{self, Mutant};
 use crate::resolver::ResolverError;
 
 use ConnectivityState::{Connecting, Idle, Ready, Shutdown, TransientFailure};
@@ -68,6 +69,8 @@ pub struct PickFirst {
     failures: usize,
     last_error: Option<ConnectionError>,
     state: ConnectivityState,
+    /// The deliberate defect switched on, if any (see [`Mutant`]).
+    mutant: Option<Mutant>,
 }
 
 /// One subchannel and what the policy knows of it.
@@ -118,7 +121,14 @@ impl PickFirst {
             failures: 0,
             last_error: None,
             state: Idle,
+            mutant: None,
         }
+    }
+
+    /// Switches on `mutant`'s defect, if it is one of this policy's.
+    pub(crate) fn with_mutant(mut self, mutant: Option<Mutant>) -> Self {
+        self.mutant = mutant;
+        self
     }
 
     fn publish(&mut self, update: PickerUpdate, controller: &mut dyn ChannelController) {
@@ -294,9 +304,13 @@ impl LbPolicy for PickFirst {
         addresses: &[Address],
         controller: &mut dyn ChannelController,
     ) -> Result<(), BadResolverState> {
-        let mut list = dedup(addresses.iter().cloned());
+        let mut list = dedup_with_mutant(addresses.iter().cloned(), self.mutant);
         if self.shuffle {
             list.shuffle(controller.rng());
+        }
+        // Mutant PickFirstNeverFailsOver: only the first address is ever tried.
+        if mutant::is(self.mutant, Mutant::PickFirstNeverFailsOver) {
+            list.truncate(1);
         }
         if list.is_empty() {
             self.entries.clear();
@@ -317,6 +331,15 @@ impl LbPolicy for PickFirst {
             self.selected = None;
             self.publish(PickerUpdate::connecting(), controller);
             self.start_pass(controller);
+            return Ok(());
+        }
+        // Mutant PickFirstStallsAfterUpdateInBackoff: the old pass waited on the first
+        // subchannel without asking it to connect, while others backed off.
+        if mutant::is(self.mutant, Mutant::PickFirstStallsAfterUpdateInBackoff)
+            && self.entries.iter().any(|e| e.state == TransientFailure)
+        {
+            self.publish(PickerUpdate::connecting(), controller);
+            self.pass = Pass::First(0);
             return Ok(());
         }
         match self.state {
@@ -677,6 +700,43 @@ mod tests {
         let first = order();
         assert_eq!(first, order(), "the same seed must give the same shuffle");
         assert_ne!(first[0..3], ["h0:1", "h1:1", "h2:1"], "shuffleAddressList must shuffle");
+    }
+
+    /// The mutant replays the old liveness bug: the same steps as
+    /// `pick_first_recovers_when_an_update_arrives_while_every_subchannel_backs_off` leave the
+    /// policy CONNECTING with nothing asked to connect when the backoffs end.
+    #[test]
+    fn the_stall_mutant_leaves_pick_first_connecting_after_an_update_during_backoff() {
+        let mut policy =
+            PickFirst::new(false).with_mutant(Some(Mutant::PickFirstStallsAfterUpdateInBackoff));
+        let mut cc = RecordingController::new();
+        update(&mut policy, &mut cc, &["a:1", "b:1"]);
+        move_to(&mut policy, &mut cc, 0, failure("a:1"));
+        move_to(&mut policy, &mut cc, 1, failure("b:1"));
+        cc.take_log();
+        update(&mut policy, &mut cc, &["a:1", "b:1"]);
+        move_to(&mut policy, &mut cc, 0, state(Idle));
+        move_to(&mut policy, &mut cc, 1, state(Idle));
+        assert_eq!(cc.state(), Connecting, "the mutant must publish CONNECTING");
+        assert_eq!(
+            cc.take_log(),
+            ["picker CONNECTING"],
+            "the mutant must connect nothing when the backoffs end"
+        );
+    }
+
+    #[test]
+    fn the_never_fails_over_mutant_keeps_only_the_first_address() {
+        let mut policy = PickFirst::new(false).with_mutant(Some(Mutant::PickFirstNeverFailsOver));
+        let mut cc = RecordingController::new();
+        update(&mut policy, &mut cc, &["a:1", "b:1"]);
+        move_to(&mut policy, &mut cc, 0, failure("a:1"));
+        let log = cc.take_log();
+        assert!(
+            !log.iter().any(|l| l.contains("b:1") || l == "connect sc1"),
+            "the mutant must never touch b: {log:?}"
+        );
+        assert_eq!(cc.state(), TransientFailure);
     }
 
     mod model {

@@ -35,7 +35,8 @@ use super::{
     BadResolverState, ChannelController, ConnectionError, ConnectivityState, LbPolicy, PickInfo,
     PickResult, Picker, PickerUpdate, Subchannel, SubchannelState,
 };
-use crate::address::{Address, AddressMap};
+use crate::address::{Address, AddressMap, CONNECTION_INDEX, dedup_with_mutant};
+use crate::mutant::{self, Mutant};
 use crate::resolver::ResolverError;
 
 use ConnectivityState::{Connecting, Idle, Ready, TransientFailure};
@@ -50,6 +51,8 @@ pub struct RoundRobin {
     published_ready: Vec<Subchannel>,
     /// The reason of the last failing picker published.
     published_reason: String,
+    /// The deliberate defect switched on, if any (see [`Mutant`]).
+    mutant: Option<Mutant>,
 }
 
 /// One subchannel and what the policy knows of it.
@@ -81,7 +84,14 @@ impl RoundRobin {
             state: Idle,
             published_ready: Vec::new(),
             published_reason: String::new(),
+            mutant: None,
         }
+    }
+
+    /// Switches on `mutant`'s defect, if it is one of this policy's.
+    pub(crate) fn with_mutant(mut self, mutant: Option<Mutant>) -> Self {
+        self.mutant = mutant;
+        self
     }
 
     fn ready(&self) -> Vec<Subchannel> {
@@ -101,7 +111,9 @@ impl RoundRobin {
                 return;
             }
             let start = controller.rng().random_range(0..ready.len());
-            let picker = Arc::new(RoundRobinPicker::new(ready.clone(), start));
+            let mut picker = RoundRobinPicker::new(ready.clone(), start);
+            picker.always_first = mutant::is(self.mutant, Mutant::RoundRobinAlwaysFirst);
+            let picker = Arc::new(picker);
             self.publish(PickerUpdate { state: Ready, picker }, ready, controller);
             return;
         }
@@ -152,16 +164,21 @@ impl LbPolicy for RoundRobin {
         controller: &mut dyn ChannelController,
     ) -> Result<(), BadResolverState> {
         let mut old = std::mem::take(&mut self.subchannels);
-        for address in addresses {
-            if self.subchannels.contains(address) {
-                continue; // a duplicate in the same update: one subchannel (DESIGN §2.3)
+        // A duplicate in the same update is one subchannel (DESIGN §2.3).
+        for mut address in dedup_with_mutant(addresses.iter().cloned(), self.mutant) {
+            // Mutant RoundRobinIgnoresCount: one subchannel per host:port, `#N` ignored.
+            if mutant::is(self.mutant, Mutant::RoundRobinIgnoresCount) {
+                address.attributes = address.attributes.without(CONNECTION_INDEX);
+                if self.subchannels.contains(&address) {
+                    continue;
+                }
             }
-            let entry = old.remove(address).unwrap_or_else(|| {
-                let subchannel = controller.new_subchannel(address);
+            let entry = old.remove(&address).unwrap_or_else(|| {
+                let subchannel = controller.new_subchannel(&address);
                 subchannel.connect();
                 Entry { subchannel, state: Idle, sticky_failure: false }
             });
-            self.subchannels.insert(address.clone(), entry);
+            self.subchannels.insert(address, entry);
         }
         // Subchannels of addresses no longer listed shut down as `old` drops here.
         drop(old);
@@ -220,16 +237,22 @@ impl LbPolicy for RoundRobin {
 struct RoundRobinPicker {
     subchannels: Vec<Subchannel>,
     next: AtomicUsize,
+    /// Mutant RoundRobinAlwaysFirst.
+    always_first: bool,
 }
 
 impl RoundRobinPicker {
     fn new(subchannels: Vec<Subchannel>, start: usize) -> Self {
-        Self { subchannels, next: AtomicUsize::new(start) }
+        Self { subchannels, next: AtomicUsize::new(start), always_first: false }
     }
 }
 
 impl Picker for RoundRobinPicker {
     fn pick(&self, _: &PickInfo<'_>) -> PickResult {
+        // Mutant RoundRobinAlwaysFirst: every RPC to the first READY subchannel.
+        if self.always_first {
+            return PickResult::Pick(self.subchannels[0].clone());
+        }
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.subchannels.len();
         PickResult::Pick(self.subchannels[index].clone())
     }
@@ -269,6 +292,25 @@ mod tests {
             "round_robin must open one subchannel per distinct address"
         );
         assert_eq!(cc.picks(1), ["queue"], "RPCs must queue while nothing is READY");
+    }
+
+    #[test]
+    fn the_ignores_count_mutant_opens_one_subchannel_per_host_port() {
+        let mut policy = RoundRobin::new().with_mutant(Some(Mutant::RoundRobinIgnoresCount));
+        let mut cc = RecordingController::new();
+        let _ = policy.resolver_update(&addrs(&["a:1#0", "a:1#1", "b:1#0"]), &mut cc);
+        let created: Vec<_> = cc.take_log().into_iter().filter(|l| l.starts_with("new")).collect();
+        assert_eq!(created, ["new sc0 a:1", "new sc1 b:1"], "the mutant must ignore #N");
+    }
+
+    #[test]
+    fn the_always_first_mutant_sends_every_rpc_to_the_first_ready_subchannel() {
+        let mut policy = RoundRobin::new().with_mutant(Some(Mutant::RoundRobinAlwaysFirst));
+        let mut cc = RecordingController::new();
+        let _ = policy.resolver_update(&addrs(&["a:1", "b:1"]), &mut cc);
+        move_to(&mut policy, &mut cc, 0, state(Ready));
+        move_to(&mut policy, &mut cc, 1, state(Ready));
+        assert_eq!(cc.picks(4), ["sc0"; 4], "the mutant must always pick the first READY");
     }
 
     #[test]

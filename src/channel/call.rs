@@ -39,6 +39,7 @@ use super::throttle::Throttle;
 use super::{ServedBy, Shared, WaitForReady};
 use crate::balancer::subchannel::lock;
 use crate::balancer::{PickInfo, PickResult, Subchannel, SubchannelId};
+use crate::mutant::{self, Mutant};
 use crate::service_config::{MethodConfig, RetryPolicy};
 
 /// The header that tells the server how many attempts came before this one (gRFC A6).
@@ -157,7 +158,16 @@ impl Call<'_> {
                     attempt += 1;
                     continue;
                 }
-                Attempt::Failed(status) => status,
+                Attempt::Failed(status) => {
+                    // Mutant DropOneRpcPerCrash: the first RPC failed by a lost connection
+                    // is not retried.
+                    if mutant::is(self.shared.mutant, Mutant::DropOneRpcPerCrash)
+                        && self.drop_first_on(&sc)
+                    {
+                        return Err(status);
+                    }
+                    status
+                }
             };
             if !self.should_retry(&status, attempt, None).await {
                 return Err(status);
@@ -195,7 +205,13 @@ impl Call<'_> {
         let mut response = response.map(|body| {
             tonic::body::Body::new(ResponseBody {
                 inner: Some(body),
-                deadline: self.deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+                // Mutant DeadlineIgnoredAfterHeaders: no deadline on the body.
+                deadline: self
+                    .deadline
+                    .filter(|_| {
+                        !mutant::is(self.shared.mutant, Mutant::DeadlineIgnoredAfterHeaders)
+                    })
+                    .map(|d| Box::pin(tokio::time::sleep_until(d))),
                 path: self.path.to_owned(),
                 throttle: self.throttle.clone(),
                 replay: self.replay.clone(),
@@ -204,6 +220,14 @@ impl Call<'_> {
         let served = ServedBy { subchannel: sc.id(), address: sc.address().clone() };
         response.extensions_mut().insert(served);
         response
+    }
+
+    /// Mutant DropOneRpcPerCrash: whether this is the first RPC to fail on `sc` at this
+    /// instant. A lost connection fails every stream on it at once, so this is one per lost
+    /// connection.
+    fn drop_first_on(&self, sc: &Subchannel) -> bool {
+        let now = Instant::now();
+        lock(&self.shared.dropped).insert(sc.id(), now) != Some(now)
     }
 
     /// Picks a READY subchannel, waiting for new pickers while the current one queues (or

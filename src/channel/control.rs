@@ -31,9 +31,10 @@ use crate::address::Address;
 use crate::balancer::subchannel::{self, StateEvent, WeakSubchannel};
 use crate::balancer::{
     ChannelController, ConnectivityState, IdleExit, LbPolicy, PickerUpdate, Subchannel,
-    SubchannelConfig, SubchannelId, policy_for,
+    SubchannelConfig, SubchannelId, policy_with_mutant,
 };
 use crate::connector::Connector;
+use crate::mutant::Mutant;
 use crate::resolver::{Resolver, ResolverState, Updates, Verdict};
 use crate::service_config::{LoadBalancingConfig, ServiceConfig};
 
@@ -46,6 +47,8 @@ pub(super) struct Control {
     pub(super) controller: Controller,
     pub(super) state_rx: mpsc::Receiver<StateEvent>,
     pub(super) closed: oneshot::Receiver<()>,
+    /// The deliberate defect switched on, if any: handed to every policy built.
+    pub(super) mutant: Option<Mutant>,
 }
 
 /// Which policy a call, a subchannel or a picker belongs to.
@@ -295,7 +298,8 @@ impl Control {
     /// drops the pending one.
     fn install(&mut self, config: LoadBalancingConfig, policies: &mut Policies) {
         let generation = policies.next_generation;
-        let slot = || Slot { config, policy: policy_for(&config), generation };
+        let mutant = self.mutant;
+        let slot = || Slot { config, policy: policy_with_mutant(&config, mutant), generation };
         match (&policies.current, &policies.pending) {
             (None, _) => {
                 policies.next_generation += 1;

@@ -53,6 +53,7 @@ use crate::balancer::{
     subchannel::{self, BackoffConfig, ConfigError, KeepAlive},
 };
 use crate::connector::{Connector, TcpConnector};
+use crate::mutant::Mutant;
 use crate::resolver::{Registry, ResolverBuilder, ResolverError, UpdateSink};
 use crate::service_config::{ServiceConfig, ServiceConfigError};
 use crate::target::{Target, TargetError};
@@ -229,6 +230,7 @@ pub struct ChannelBuilder {
     retry_buffer: usize,
     events: EventSink,
     authority: Option<Authority>,
+    mutant: Option<Mutant>,
 }
 
 /// Parses an `:authority`: a URI authority without userinfo (RFC 9113 §8.3.1).
@@ -339,6 +341,14 @@ impl ChannelBuilder {
         self
     }
 
+    /// Switches on a deliberate defect, for the simulation's mutant runs only (`anchorage
+    /// mutants`): the channel then misbehaves on purpose. Default: none.
+    #[doc(hidden)]
+    pub fn mutant(mut self, mutant: Mutant) -> Self {
+        self.mutant = Some(mutant);
+        self
+    }
+
     /// Checks everything [`build`](Self::build) would check, without starting anything and
     /// without a runtime: the target's syntax, the resolver's own rules for it
     /// ([`ResolverBuilder::validate`]), the `:authority`, and the subchannel settings.
@@ -384,8 +394,12 @@ impl ChannelBuilder {
     /// resolver rejects it (a bad anchor list, say), [`ChannelError::Subchannel`] for a
     /// backoff, connect timeout or keep-alive setting out of range, [`ChannelError::NoRuntime`]
     /// outside tokio.
-    pub fn build(self) -> Result<Channel, ChannelError> {
+    pub fn build(mut self) -> Result<Channel, ChannelError> {
         tokio::runtime::Handle::try_current().map_err(|_| ChannelError::NoRuntime)?;
+        // Mutant CountCarriesOver lives in the `pass` resolver.
+        if self.mutant == Some(Mutant::CountCarriesOver) {
+            self.registry.register(Arc::new(crate::resolver::pass::CountCarriesOverBuilder));
+        }
         let Checked { target, builder, authority } = self.check()?;
         let subchannel_config =
             self.subchannel.with_keepalive_floor(self.connector.min_keepalive_interval());
@@ -425,6 +439,7 @@ impl ChannelBuilder {
             controller,
             state_rx,
             closed,
+            mutant: self.mutant,
         };
         tokio::spawn(control.run());
         Ok(Channel {
@@ -436,6 +451,8 @@ impl ChannelBuilder {
                 retry_buffer: self.retry_buffer,
                 authority,
                 throttles: throttle::Throttles::default(),
+                mutant: self.mutant,
+                dropped: Mutex::default(),
                 _close: close_tx,
             }),
         })
@@ -461,6 +478,10 @@ struct Shared {
     authority: Authority,
     /// The retry throttling bucket (gRFC A6).
     throttles: throttle::Throttles,
+    /// The deliberate defect switched on, if any.
+    mutant: Option<Mutant>,
+    /// Mutant DropOneRpcPerCrash: per subchannel, when it last failed an RPC on purpose.
+    dropped: Mutex<std::collections::BTreeMap<SubchannelId, tokio::time::Instant>>,
     _close: oneshot::Sender<()>,
 }
 
@@ -487,6 +508,7 @@ impl Channel {
             retry_buffer: replay::DEFAULT_LIMIT,
             events: EventSink::default(),
             authority: None,
+            mutant: None,
         }
     }
 

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod audit_serve;
 mod common;
+mod mutants;
 mod probe;
 mod register;
 mod serve;
@@ -33,6 +34,8 @@ enum Command {
     AuditServe(audit_serve::Args),
     /// Run the simulation scenarios in `sims/` and print the report.
     Sim(sim::Args),
+    /// Run deliberately broken channels against `sims/`: the matrix of mutants × checks.
+    Mutants(mutants::Args),
     /// Run an instrumented Echo server on loopback TCP; print its stats as JSON when stopped.
     Serve(serve::Args),
     /// Register an address in etcd under a kept-alive lease until Ctrl-C; then revoke it.
@@ -48,6 +51,7 @@ impl Cli {
             Command::Audit(args) => audit::run(args),
             Command::AuditServe(args) => audit_serve::run(args),
             Command::Sim(args) => sim::run(args),
+            Command::Mutants(args) => mutants::run(args),
             Command::Serve(args) => serve::run(args),
             Command::Register(args) => register::run(args),
         }

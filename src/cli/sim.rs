@@ -54,6 +54,10 @@ pub(crate) struct Args {
     /// in place of the built-in one for its scheme.
     #[arg(long, value_name = "NAME")]
     subject: Option<String>,
+    /// Run with this deliberate defect in the channel (see `anchorage mutants`): replays a
+    /// mutant's failing run.
+    #[arg(long, value_name = "NAME")]
+    mutant: Option<sim::Mutant>,
     /// Also print, per scenario, wall time, simulated seconds per wall second and RPCs per
     /// wall second (to stderr).
     #[arg(long)]
@@ -106,7 +110,8 @@ struct Job {
 pub(crate) fn run(args: Args) -> ExitCode {
     if args.swarm {
         let scenarios = swarm_scenarios(&args);
-        return run_scenarios(&scenarios, &args, &RunOptions::default());
+        let options = RunOptions { mutant: args.mutant, ..RunOptions::default() };
+        return run_scenarios(&scenarios, &args, &options);
     }
     let paths =
         if args.scenarios.is_empty() { scenario_files("sims") } else { Ok(args.scenarios.clone()) };
@@ -131,11 +136,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let options = match &args.subject {
+    let mut options = match &args.subject {
         None => RunOptions::default(),
         Some(name) => match subjects::shipped().into_iter().find(|s| &s.name == name) {
             Some(subject) => {
-                RunOptions { resolver: Some(subject.builder), subject: Some(subject.name) }
+                let (resolver, subject) = (Some(subject.builder), Some(subject.name));
+                RunOptions { resolver, subject, ..RunOptions::default() }
             }
             None => {
                 let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
@@ -144,6 +150,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         },
     };
+    options.mutant = args.mutant;
     run_scenarios(&scenarios, &args, &options)
 }
 
@@ -172,6 +179,9 @@ fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> E
     if args.swarm {
         for report in &mut reports {
             report.replay = swarm::replay_command(report.seed);
+            if let Some(mutant) = options.mutant {
+                report.replay.push_str(&format!(" --mutant {mutant}"));
+            }
         }
     }
     print(scenarios, &jobs, &reports, args);
@@ -389,7 +399,9 @@ fn determinism(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport]) -> (
         let Some(first) = first else { continue };
         let path = scenarios[job.scenario].path.display().to_string();
         let replay = match swarm_seed(&scenarios[job.scenario]) {
-            Some(seed) if first.replay == swarm::replay_command(seed) => first.replay.clone(),
+            Some(seed) if first.replay.starts_with(&swarm::replay_command(seed)) => {
+                first.replay.clone()
+            }
             _ => sim::replay_command(&path, job.seed),
         };
         if first.trace_hash == repeat.trace_hash {

@@ -14,6 +14,7 @@ use super::trace::{self, Trace};
 use crate::balancer::ConnectivityState;
 use crate::balancer::subchannel::{BackoffConfig, KeepAlive, lock};
 use crate::channel::{Channel, ChannelEvent, ServedBy, WaitForReady};
+use crate::mutant::Mutant;
 use crate::pb::EchoRequest;
 use crate::pb::echo_client::EchoClient;
 use crate::resolver::ResolverBuilder;
@@ -91,7 +92,7 @@ pub(crate) async fn run(
     channel_seed: u64,
     manual: Option<ManualResolver>,
     etcd: Option<SimEtcd>,
-    resolver: Option<Arc<dyn ResolverBuilder>>,
+    options: super::RunOptions,
     trace: Trace,
     log: SharedLog,
 ) -> turmoil::Result {
@@ -107,8 +108,9 @@ pub(crate) async fn run(
         etcd_stats = Some(builder.stats());
         resolvers.push(Arc::new(builder));
     }
-    resolvers.extend(resolver);
-    let channel = match build_channel(&scenario, channel_seed, resolvers, &trace, &log) {
+    resolvers.extend(options.resolver);
+    let mutant = options.mutant;
+    let channel = match build_channel(&scenario, channel_seed, resolvers, mutant, &trace, &log) {
         Ok(channel) => channel,
         Err(error) => {
             trace.record("client", format!("channel failed to build: {error}"));
@@ -165,6 +167,7 @@ fn build_channel(
     scenario: &Scenario,
     seed: u64,
     resolvers: Vec<Arc<dyn ResolverBuilder>>,
+    mutant: Option<Mutant>,
     trace: &Trace,
     log: &SharedLog,
 ) -> Result<Channel, String> {
@@ -189,6 +192,9 @@ fn build_channel(
     }
     if let Some(json) = &c.service_config {
         builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
+    }
+    if let Some(mutant) = mutant {
+        builder = builder.mutant(mutant);
     }
     // Later ones replace earlier ones for the same scheme.
     for resolver in resolvers {

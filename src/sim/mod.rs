@@ -12,6 +12,7 @@
 //! - [`trace`]: the event trace with simulated-time stamps, and its stable hash.
 //! - [`report`]: the per-run table and JSON.
 //! - [`swarm`]: scenarios generated from a seed, checked against universal invariants.
+//! - [`mutants`]: deliberately broken channels and the matrix of the checks that catch them.
 //!
 //! ```no_run
 //! use anchorage::sim::{self, scenario::Scenario};
@@ -40,6 +41,7 @@ pub mod checks;
 mod client;
 mod etcd;
 mod faults;
+pub mod mutants;
 mod net;
 pub mod report;
 pub mod scenario;
@@ -53,6 +55,7 @@ pub use client::{Outcome, RpcRecord};
 pub use net::TurmoilConnector;
 
 use crate::balancer::subchannel::lock;
+pub use crate::mutant::Mutant;
 use crate::resolver::ResolverBuilder;
 use crate::resolver::manual::ManualResolver;
 use scenario::{CLIENT_HOST, Scenario, parse_address};
@@ -151,6 +154,8 @@ pub struct RunOptions {
     pub resolver: Option<Arc<dyn ResolverBuilder>>,
     /// The name of that resolver as `anchorage sim --subject` takes it, for the replay line.
     pub subject: Option<String>,
+    /// A deliberate defect switched on in the client's channel (`anchorage mutants`).
+    pub mutant: Option<Mutant>,
 }
 
 /// Runs `scenario` once with `seed` and checks its properties.
@@ -217,10 +222,14 @@ fn panicked_report(
 }
 
 fn replay_line(path: &str, seed: u64, options: &RunOptions) -> String {
-    match &options.subject {
-        Some(subject) => format!("{} --subject {subject}", replay_command(path, seed)),
-        None => replay_command(path, seed),
+    let mut line = replay_command(path, seed);
+    if let Some(subject) = &options.subject {
+        line.push_str(&format!(" --subject {subject}"));
     }
+    if let Some(mutant) = options.mutant {
+        line.push_str(&format!(" --mutant {mutant}"));
+    }
+    line
 }
 
 /// Panics on the simulating thread, recorded by a process-wide panic hook (installed once, and
@@ -318,7 +327,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
             channel_seed(seed),
             manual.clone(),
             etcd.clone(),
-            options.resolver.clone(),
+            options.clone(),
             trace.clone(),
             log.clone(),
         ),
