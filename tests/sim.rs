@@ -54,6 +54,7 @@ macro_rules! scenarios {
 scenarios!(
     all_down_wait_for_ready,
     crash_restart_weighted,
+    deadline_covers_slow_body,
     dedup_distinct_attributes,
     dedup_equal_addresses,
     etcd_compaction_during_watch_loss,

@@ -23,12 +23,19 @@
 //!   client resets the stream at its deadline (this crate's channel does), which drops the
 //!   handler's future. The handlers served here answer at once or stream until cancelled.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::time::Sleep;
+use tonic::body::Body;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -43,6 +50,8 @@ use tower::ServiceExt;
 pub(crate) struct Http2Config {
     /// HTTP/2 keep-alive: PING after `.0` without traffic, close when no answer within `.1`.
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Hold back each response's body (message and trailers) this long after its headers.
+    pub(crate) body_delay: Option<Duration>,
 }
 
 /// Serves `routes` on each connection `incoming` yields until `shutdown` completes or
@@ -83,9 +92,17 @@ where
     Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
 {
     let info = io.connect_info();
+    let delay = config.body_delay;
     let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
         request.extensions_mut().insert(info.clone());
-        routes.clone().oneshot(request)
+        let call = routes.clone().oneshot(request);
+        async move {
+            let response = call.await?;
+            Ok::<_, Infallible>(match delay {
+                Some(delay) => response.map(|body| Body::new(DelayedBody::new(body, delay))),
+                None => response,
+            })
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new()).auto_date_header(false);
@@ -163,5 +180,43 @@ impl Drop for OpenGuard {
         if self.open.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.open.closed.notify_waiters();
         }
+    }
+}
+
+/// A response body held back for a while after its headers went out.
+#[derive(Debug)]
+struct DelayedBody {
+    /// Until this fires, nothing of the body is sent; `None` once it has.
+    delay: Option<Pin<Box<Sleep>>>,
+    inner: Body,
+}
+
+impl DelayedBody {
+    fn new(inner: Body, delay: Duration) -> Self {
+        Self { delay: Some(Box::pin(tokio::time::sleep(delay))), inner }
+    }
+}
+
+impl http_body::Body for DelayedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        if let Some(delay) = &mut self.delay {
+            ready!(delay.as_mut().poll(cx));
+            self.delay = None;
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.delay.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

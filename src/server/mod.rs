@@ -85,6 +85,7 @@ pub struct InstrumentedServer {
     drain_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    body_delay: Option<Duration>,
 }
 
 impl InstrumentedServer {
@@ -96,6 +97,7 @@ impl InstrumentedServer {
             drain_timeout: Some(DEFAULT_DRAIN_TIMEOUT),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            body_delay: None,
         }
     }
 
@@ -143,6 +145,18 @@ impl InstrumentedServer {
         self
     }
 
+    /// Sends each response's headers at once and holds back its body (the message and the
+    /// trailers) for `delay`: a server that commits to an answer, then stalls. For testing that
+    /// a client's deadline covers the response body, not only the wait for headers. `None`
+    /// sends the body as soon as it is ready.
+    ///
+    /// Default: `None`.
+    #[must_use]
+    pub fn response_body_delay(mut self, delay: Option<Duration>) -> Self {
+        self.body_delay = delay;
+        self
+    }
+
     /// The recorder this server writes to.
     pub fn recorder(&self) -> &ServerRecorder {
         &self.recorder
@@ -178,7 +192,14 @@ impl InstrumentedServer {
         S: Stream<Item = io::Result<(Io, SocketAddr)>>,
         Io: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        let Self { recorder, keepalive, drain_timeout, handshake_timeout, idle_timeout } = self;
+        let Self {
+            recorder,
+            keepalive,
+            drain_timeout,
+            handshake_timeout,
+            idle_timeout,
+            body_delay,
+        } = self;
         let name = recorder.name().to_owned();
         let accepting = recorder.clone();
         let incoming = BackoffIncoming::new(incoming, name.clone()).map(move |accepted| {
@@ -214,7 +235,7 @@ impl InstrumentedServer {
         tracing::info!(server = %name, "serving");
         tokio::select! {
             biased;
-            () = http2::serve(incoming, routes, Http2Config { keepalive }, signal) => {}
+            () = http2::serve(incoming, routes, Http2Config { keepalive, body_delay }, signal) => {}
             () = drain_deadline => {
                 tracing::warn!(server = %name, "drain timeout: leaving connections still open");
             }

@@ -113,6 +113,9 @@ pub struct ServerSpec {
     /// Registers the server in `[etcd]` as `<service>/<host>:<port>` under a lease. Default:
     /// not registered.
     pub register: Option<RegisterSpec>,
+    /// Sends each response's headers at once and its body (message and trailers) this many ms
+    /// later: a server that commits to an answer, then stalls. Default: no delay.
+    pub body_delay_ms: Option<u64>,
 }
 
 /// One server after `count` expansion.
@@ -126,6 +129,8 @@ pub struct Server {
     pub port: u16,
     /// Its etcd registration, if any.
     pub register: Option<RegisterSpec>,
+    /// How long it holds back each response's body after the headers, ms.
+    pub body_delay_ms: Option<u64>,
 }
 
 impl Server {
@@ -559,6 +564,7 @@ impl Scenario {
                     host: spec.host.clone().unwrap_or_else(|| spec.name.clone()),
                     port: spec.port,
                     register: spec.register.clone(),
+                    body_delay_ms: spec.body_delay_ms,
                 }),
                 Some(n) => servers.extend((1..=n).map(|i| {
                     let name = format!("{}{i}", spec.name);
@@ -567,6 +573,7 @@ impl Scenario {
                         name,
                         port: spec.port,
                         register: spec.register.clone(),
+                        body_delay_ms: spec.body_delay_ms,
                     }
                 })),
             }

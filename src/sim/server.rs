@@ -100,7 +100,8 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
             trace: trace.clone(),
             accepted: Mutex::new(0),
         };
-        let mut instrumented = InstrumentedServer::new(recorder);
+        let body_delay = server.body_delay_ms.map(Duration::from_millis);
+        let mut instrumented = InstrumentedServer::new(recorder).response_body_delay(body_delay);
         if let Some(interval) = keepalive {
             instrumented = instrumented.http2_keepalive(interval, interval);
         }

@@ -158,6 +158,13 @@ impl Scenario {
             range(spec.port, 1, MAX_PORT, "").map_err(|reason| {
                 at_entry("server", i, Some("port"), what(), format!("`port` {reason}"))
             })?;
+            if let Some(delay) = spec.body_delay_ms {
+                let limit = self.time_limit_ms;
+                range(delay, 0, limit, " (time_limit_ms)").map_err(|reason| {
+                    let reason = format!("`body_delay_ms` {reason}");
+                    at_entry("server", i, Some("body_delay_ms"), what(), reason)
+                })?;
+            }
         }
         let w = &self.workload;
         key_range("workload.rpcs", w.rpcs, 1, MAX_RPCS, "")?;

@@ -74,7 +74,7 @@ fn write_etcd(w: &mut Writer, etcd: &EtcdSpec) {
 }
 
 fn write_server(w: &mut Writer, server: &ServerSpec) {
-    let ServerSpec { name, host, port, count, register } = server;
+    let ServerSpec { name, host, port, count, register, body_delay_ms } = server;
     w.table("[[server]]");
     w.key("name", name);
     w.opt("host", host);
@@ -82,6 +82,7 @@ fn write_server(w: &mut Writer, server: &ServerSpec) {
     w.opt("count", count);
     // An inline table: `RegisterSpec` leaves out its own defaults when serialised.
     w.opt("register", register);
+    w.opt("body_delay_ms", body_delay_ms);
 }
 
 fn write_client(w: &mut Writer, client: &ClientSpec) {

@@ -102,6 +102,7 @@ fn expand_count_of(s: &mut Scenario, name: &str) {
         port: spec.port,
         count: None,
         register: spec.register.clone(),
+        body_delay_ms: spec.body_delay_ms,
     });
     s.servers.splice(at..at, each);
 }

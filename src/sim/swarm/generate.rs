@@ -169,6 +169,7 @@ fn servers(rng: &mut ChaCha8Rng) -> Vec<ServerSpec> {
             port: 9000 + i,
             count: None,
             register: None,
+            body_delay_ms: None,
         });
     }
     out
