@@ -48,6 +48,26 @@ pub(super) fn liveness_ms(s: &Scenario, facts: &Facts) -> u64 {
     channel + etcd
 }
 
+/// How long after a crash of the host of the first `before` addresses pick_first serves from
+/// the next host, ms. The lost connection is noticed at the latest when keep-alive declares it
+/// dead (interval plus timeout; a crash closes the socket, which is usually sooner). pick_first
+/// then goes IDLE and the next RPC starts a pass from the top of the list: each of the `before`
+/// addresses on the crashed host hangs (turmoil drops the SYN) until its attempt's timeout,
+/// which is the connect timeout or the current backoff, whichever is longer (gRFC A62 with
+/// grpc's connection backoff), at most the longest backoff with jitter. Five greatest one-way
+/// latencies cover the handshake, SETTINGS and a request on the next host; 100 ms absorbs the
+/// tick granularity of each step.
+pub(super) fn failover_ms(
+    client: &crate::sim::scenario::ClientSpec,
+    network: &crate::sim::scenario::Network,
+    before: u32,
+) -> u64 {
+    let backoff_cap = (client.backoff.max_ms as f64 * (1.0 + client.backoff.jitter)).ceil() as u64;
+    let attempt = client.connect_timeout_ms.max(backoff_cap);
+    let keepalive = client.keepalive.interval_ms + client.keepalive.timeout_ms;
+    keepalive + u64::from(before) * attempt + 5 * network.max_latency_ms + 100
+}
+
 /// When the quiet period ends: the last fault, then the liveness bound, then [`QUIET_MS`].
 pub(super) fn quiet_end_ms(s: &Scenario, facts: &Facts) -> u64 {
     facts.restart_all_ms + liveness_ms(s, facts) + QUIET_MS
@@ -118,6 +138,14 @@ pub(super) fn expect(s: &Scenario, facts: &Facts) -> Expect {
     e.weights = Some(weights);
     e.settle_ms = Some(live);
     e.tolerance = Some(tolerance);
+    // Failover: a focused seed's crash cuts the first listed host off while another listed
+    // host stays up and untouched until the heal. pick_first must serve from another host
+    // within the bound (it served from the first host before: the crash comes at least 200 ms
+    // into the workload, after the first connection is READY). round_robin needs no bound of
+    // its own: its other subchannels are READY throughout.
+    if let (Some(focus), false) = (&facts.focus, facts.round_robin) {
+        e.failover_within_ms = Some(focus.failover_ms);
+    }
     // With a retry policy, nothing is lost to a crash it could be retried around. Only set
     // when that holds by construction: round_robin over a static list with at least two
     // server hosts, where the random phase only crashes, restarts or bounces one of them, so

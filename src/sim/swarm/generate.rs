@@ -59,6 +59,20 @@ pub(super) struct Facts {
     pub(super) heal_ms: u64,
     /// When every server host is restarted at once, the last fault of the run.
     pub(super) restart_all_ms: u64,
+    /// A focused seed's one fault: the crash of the first listed server's host, when, and the
+    /// failover bound derived for it ([`bounds::failover_ms`]).
+    pub(super) focus: Option<Focus>,
+}
+
+/// The single crash of a focused seed.
+#[derive(Debug, Clone)]
+pub(super) struct Focus {
+    /// The crashed host (the first listed server's).
+    pub(super) host: String,
+    /// When it crashes, simulated ms.
+    pub(super) at_ms: u64,
+    /// How long after the crash pick_first must be serving from another host.
+    pub(super) failover_ms: u64,
 }
 
 /// The etcd host's name and the service servers register under.
@@ -118,7 +132,24 @@ pub(super) fn generate(seed: u64) -> Generated {
     });
     let world = World { servers: &servers, discovery, listed: &listed };
     let mut faults = random_phase(&mut rng, &world, &kinds, start_ms + 100, faults_end);
-    let heal_ms = faults_end + 100;
+    let mut heal_ms = faults_end + 100;
+    // Focus: in a quarter of the seeds whose `pass` list spans two server hosts or more, the
+    // random phase is replaced by one crash of the first listed server's host, healed by the
+    // heal's restart. The invariants that need one clean crash then apply: pick_first fails
+    // over to the next host (`failover`), and round_robin with a retry policy loses nothing
+    // to it (`max_failed = 0`, see `bounds::expect`).
+    let focus_draw = rng.random_bool(0.25);
+    let crash_at = start_ms + rng.random_range(200..=400);
+    let focus = (focus_draw && discovery == Discovery::Pass)
+        .then(|| focus_on_first_host(&servers, &listed, &client, &network, crash_at))
+        .flatten();
+    if let Some(focus) = &focus {
+        let mut crash = fault(focus.at_ms, Action::Crash);
+        crash.host = Some(focus.host.clone());
+        faults = vec![crash];
+        // Room after the failover bound for RPCs to show where they went.
+        heal_ms = heal_ms.max(focus.at_ms + focus.failover_ms + 1000);
+    }
     let mut scenario = Scenario {
         path: PathBuf::from(format!("swarm/swarm-{seed}")),
         regression_seeds: Vec::new(),
@@ -133,8 +164,15 @@ pub(super) fn generate(seed: u64) -> Generated {
     };
     let listed_names: Vec<(String, u32)> =
         listed.iter().map(|&(i, n)| (scenario.servers[i].name.clone(), n)).collect();
-    let mut facts =
-        Facts { discovery, listed: listed_names, round_robin, retry, heal_ms, restart_all_ms: 0 };
+    let mut facts = Facts {
+        discovery,
+        listed: listed_names,
+        round_robin,
+        retry,
+        heal_ms,
+        restart_all_ms: 0,
+        focus,
+    };
     // The heal restarts what crashed; the restart of everything comes once all of it has
     // recovered, so the channel is READY on every listed address at that moment.
     let recovered = bounds::liveness_ms(&scenario, &facts);
@@ -145,6 +183,24 @@ pub(super) fn generate(seed: u64) -> Generated {
     scenario.time_limit_ms = bounds::time_limit_ms(&scenario, &facts);
     scenario.expect = bounds::expect(&scenario, &facts);
     Generated { scenario, kinds, heal_ms }
+}
+
+/// The focused crash of the first listed server's host at `at_ms`, if another listed server
+/// runs on another host (else nothing could fail over).
+fn focus_on_first_host(
+    servers: &[ServerSpec],
+    listed: &[(usize, u32)],
+    client: &ClientSpec,
+    network: &Network,
+    at_ms: u64,
+) -> Option<Focus> {
+    let host_of = |i: usize| servers[i].host.clone().unwrap_or_else(|| servers[i].name.clone());
+    let host = host_of(listed.first()?.0);
+    // pick_first tries the crashed host's addresses, in list order, before the first other one.
+    let position = listed.iter().position(|&(i, _)| host_of(i) != host)?;
+    let before: u32 = listed[..position].iter().map(|&(_, n)| n).sum();
+    let failover_ms = bounds::failover_ms(client, network, before);
+    Some(Focus { host, at_ms, failover_ms })
 }
 
 fn addr(server: &ServerSpec) -> String {
