@@ -134,3 +134,27 @@ fn sim_save_writes_a_smaller_scenario_that_fails_the_same_way() {
     assert!(shrunk.workload.rpcs < original.workload.rpcs, "the shrink must make it smaller");
     assert!(failed(&sim::run(&shrunk, 2), "connections"), "the file must fail the same way");
 }
+
+/// Regression: a shrink of a pick_first that never fails over dropped the crash, because
+/// `failover` with no crash to judge fails too ("no crash ... cuts a server off"), and handed
+/// over a file with no fault that showed nothing. A candidate that fails only for want of the
+/// property's premise is no smaller example of the failure, and is not kept.
+#[test]
+fn a_shrink_keeps_the_fault_the_failing_property_judges() {
+    let scenario = Scenario::load("sims/pick_first_failover.toml").unwrap();
+    let options = sim::RunOptions {
+        mutant: Some(sim::Mutant::PickFirstNeverFailsOver),
+        ..Default::default()
+    };
+    let mut run = |s: &Scenario, seed: u64| sim::run_with(s, seed, &options);
+    let mut progress = |step: &ShrinkStep| eprintln!("{step}");
+    let shrunk = shrink::shrink(&scenario, SEED, "failover", &mut run, &mut progress)
+        .expect("the mutant fails failover");
+    let failover = shrunk.report.properties.iter().find(|p| p.name == "failover").unwrap();
+    assert!(failover.failed() && !failover.premise_missing, "{}", failover.measured);
+    assert!(
+        shrunk.scenario.faults.iter().any(|f| f.is_disruption()),
+        "the shrunk scenario must keep a fault that cuts a server off: {:?}",
+        shrunk.scenario.faults
+    );
+}

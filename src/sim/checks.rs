@@ -40,6 +40,12 @@ pub struct Property {
     pub verdict: Verdict,
     /// What was measured, against what was expected.
     pub measured: String,
+    /// Whether it failed only because its premise was absent from the run (no crash for
+    /// `failover` to judge, no settled window after a heal for `recovery`, …) rather than
+    /// because what it judges went wrong. A shrink never keeps a candidate that fails this
+    /// way: removing the premise is not a smaller example of the failure.
+    #[serde(skip)]
+    pub premise_missing: bool,
 }
 
 impl Property {
@@ -64,11 +70,21 @@ pub enum Verdict {
 
 fn property(name: &str, passed: bool, measured: impl Into<String>) -> Property {
     let verdict = if passed { Verdict::Pass } else { Verdict::Fail };
-    Property { name: name.to_owned(), verdict, measured: measured.into() }
+    Property { name: name.to_owned(), verdict, measured: measured.into(), premise_missing: false }
+}
+
+/// A property the scenario asks for that fails because the run holds nothing it could judge.
+fn premise_missing(name: &str, measured: impl Into<String>) -> Property {
+    Property { premise_missing: true, ..property(name, false, measured) }
 }
 
 fn not_applicable(name: &str, measured: impl Into<String>) -> Property {
-    Property { name: name.to_owned(), verdict: Verdict::NotApplicable, measured: measured.into() }
+    Property {
+        name: name.to_owned(),
+        verdict: Verdict::NotApplicable,
+        measured: measured.into(),
+        premise_missing: false,
+    }
 }
 
 /// How the simulation loop ended.

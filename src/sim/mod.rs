@@ -189,6 +189,7 @@ pub fn run_with(scenario: &Scenario, seed: u64, options: &RunOptions) -> RunRepo
             name: "no_panic".to_owned(),
             verdict: checks::Verdict::Fail,
             measured: format!("the simulation panicked: {}", caught.join("; ")),
+            premise_missing: false,
         });
     }
     report

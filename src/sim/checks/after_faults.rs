@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::super::scenario::Action;
 use super::super::trace::secs;
-use super::{Observed, Property, property, shares_text, within};
+use super::{Observed, Property, premise_missing, property, shares_text, within};
 use crate::sim::RpcRecord;
 
 pub(super) fn failover(o: &Observed<'_>, after: Duration) -> Property {
@@ -42,7 +42,7 @@ pub(super) fn failover(o: &Observed<'_>, after: Duration) -> Property {
         ));
     }
     if parts.is_empty() {
-        return property("failover", false, "no crash, partition or hold cuts a server off");
+        return premise_missing("failover", "no crash, partition or hold cuts a server off");
     }
     property("failover", passed, parts.join("; "))
 }
@@ -74,7 +74,7 @@ pub(super) fn recovery(o: &Observed<'_>, after: Duration) -> Property {
         ));
     }
     if parts.is_empty() {
-        return property("recovery", false, "no heal is followed by a settled window");
+        return premise_missing("recovery", "no heal is followed by a settled window");
     }
     let measured = format!("{} (want {} ±{tolerance})", parts.join("; "), shares_text(&want));
     property("recovery", passed, measured)
@@ -117,7 +117,7 @@ pub(super) fn liveness(o: &Observed<'_>, bound: Duration) -> Property {
     let last = o.applied.last();
     if let Some(last) = last.filter(|a| a.fault.is_disruption() && !a.fault.is_heal()) {
         let text = format!("the schedule ends with a disruption ({})", last.fault.describe());
-        return property("liveness", false, text);
+        return premise_missing("liveness", text);
     }
     let (healed, what) =
         last.map_or((Duration::ZERO, "start".to_owned()), |a| (a.at, a.fault.describe()));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::super::trace::secs;
-use super::{Observed, Property, property};
+use super::{Observed, Property, premise_missing, property};
 
 fn at(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -105,7 +105,7 @@ pub(super) fn final_addresses(o: &Observed<'_>, want: &[String]) -> Property {
 /// The `etcd` resolver found its watch compacted, and read the prefix again, often enough.
 pub(super) fn compacted_rereads(o: &Observed<'_>, least: u64) -> Property {
     let Some(counts) = o.log.etcd_resolver else {
-        return property("compacted_rereads", false, "no etcd resolver ran");
+        return premise_missing("compacted_rereads", "no etcd resolver ran");
     };
     let measured = format!(
         "{} compacted watches (at least {least}); {} reads, {} watches, {} failures",
