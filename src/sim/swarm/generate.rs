@@ -323,6 +323,7 @@ fn fault(at_ms: u64, action: Action) -> Fault {
         latency_ms: None,
         addresses: None,
         server: None,
+        delay_ms: None,
     }
 }
 
@@ -371,7 +372,7 @@ fn random_phase(
             Action::Register | Action::Deregister | Action::ExpireLease => {
                 f.server = Some(registering[rng.random_range(0..registering.len())].clone());
             }
-            Action::Compact => {}
+            Action::Compact | Action::SlowBody => {}
         }
         out.push(f);
     }
