@@ -68,6 +68,7 @@ fn every_fault_kind_appears_in_some_seeds_and_is_switched_off_in_others() {
         Action::Deregister,
         Action::ExpireLease,
         Action::Compact,
+        Action::SlowBody,
     ];
     let mut present = BTreeSet::new();
     let mut absent = BTreeSet::new();

@@ -37,6 +37,8 @@ use http_body::{Frame, SizeHint};
 use tokio::time::Sleep;
 use tonic::body::Body;
 
+use super::BodyDelay;
+
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -46,12 +48,13 @@ use tonic::transport::server::Connected;
 use tower::ServiceExt;
 
 /// How connections are served.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Http2Config {
     /// HTTP/2 keep-alive: PING after `.0` without traffic, close when no answer within `.1`.
     pub(crate) keepalive: Option<(Duration, Duration)>,
-    /// Hold back each response's body (message and trailers) this long after its headers.
-    pub(crate) body_delay: Option<Duration>,
+    /// Hold back each response's body (message and trailers) after its headers for as long
+    /// as this says when the response is made.
+    pub(crate) body_delay: Option<BodyDelay>,
 }
 
 /// Serves `routes` on each connection `incoming` yields until `shutdown` completes or
@@ -79,7 +82,7 @@ pub(crate) async fn serve<S, Io>(
             Some(Err(_)) => {}
             Some(Ok(io)) => {
                 let guard = open.enter();
-                tokio::spawn(connection(io, routes.clone(), config, guard));
+                tokio::spawn(connection(io, routes.clone(), config.clone(), guard));
             }
         }
     }
@@ -92,12 +95,15 @@ where
     Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
 {
     let info = io.connect_info();
-    let delay = config.body_delay;
+    let body_delay = config.body_delay;
     let service = hyper::service::service_fn(move |mut request: http::Request<_>| {
         request.extensions_mut().insert(info.clone());
         let call = routes.clone().oneshot(request);
+        let body_delay = body_delay.clone();
         async move {
             let response = call.await?;
+            // Read once the response is made, so a change applies to responses from then on.
+            let delay = body_delay.as_ref().and_then(BodyDelay::get);
             Ok::<_, Infallible>(match delay {
                 Some(delay) => response.map(|body| Body::new(DelayedBody::new(body, delay))),
                 None => response,

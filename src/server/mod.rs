@@ -40,6 +40,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -77,6 +79,48 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an accepted connection may go without sending its first request, unless configured.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long a server holds back each response's body after its headers: a cloneable handle
+/// to one shared value, read when each response is made, so changing it while the server runs
+/// affects the responses made from then on (a response already waiting keeps its delay).
+///
+/// The value is kept in whole milliseconds (shorter parts are dropped); zero means no delay.
+/// Clones share the value; [`BodyDelay::new`] makes a separate one.
+///
+/// ```
+/// use std::time::Duration;
+/// use anchorage::server::BodyDelay;
+///
+/// let delay = BodyDelay::new(Some(Duration::from_millis(250)));
+/// let shared = delay.clone();
+/// shared.set(None);
+/// assert_eq!(delay.get(), None);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct BodyDelay(Arc<AtomicU64>);
+
+impl BodyDelay {
+    /// A new value, not shared with any other handle: `delay`, or none.
+    pub fn new(delay: Option<Duration>) -> Self {
+        let handle = Self::default();
+        handle.set(delay);
+        handle
+    }
+
+    /// Sets the delay for responses made from now on; `None` (or zero) sends bodies at once.
+    pub fn set(&self, delay: Option<Duration>) {
+        let ms = delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.0.store(ms, Ordering::SeqCst);
+    }
+
+    /// The current delay; `None` when bodies go out at once.
+    pub fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
 /// An instrumented `Echo` server, configured and ready to serve.
 #[derive(Debug, Clone)]
 pub struct InstrumentedServer {
@@ -85,7 +129,7 @@ pub struct InstrumentedServer {
     drain_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
-    body_delay: Option<Duration>,
+    body_delay: BodyDelay,
 }
 
 impl InstrumentedServer {
@@ -97,7 +141,7 @@ impl InstrumentedServer {
             drain_timeout: Some(DEFAULT_DRAIN_TIMEOUT),
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            body_delay: None,
+            body_delay: BodyDelay::default(),
         }
     }
 
@@ -148,13 +192,30 @@ impl InstrumentedServer {
     /// Sends each response's headers at once and holds back its body (the message and the
     /// trailers) for `delay`: a server that commits to an answer, then stalls. For testing that
     /// a client's deadline covers the response body, not only the wait for headers. `None`
-    /// sends the body as soon as it is ready.
+    /// sends the body as soon as it is ready. This starts a new [`BodyDelay`] of the server's
+    /// own, which [`body_delay`](Self::body_delay) returns for changing it while serving.
     ///
     /// Default: `None`.
     #[must_use]
     pub fn response_body_delay(mut self, delay: Option<Duration>) -> Self {
+        self.body_delay = BodyDelay::new(delay);
+        self
+    }
+
+    /// Holds back each response's body by whatever `delay` says when the response is made (see
+    /// [`response_body_delay`](Self::response_body_delay)): whoever holds a clone of `delay`
+    /// can slow the server down or speed it up while it serves, and a server that is
+    /// restarted with the same handle starts with the current value.
+    #[must_use]
+    pub fn shared_body_delay(mut self, delay: BodyDelay) -> Self {
         self.body_delay = delay;
         self
+    }
+
+    /// The handle to this server's body delay; changing it affects the responses made from
+    /// then on.
+    pub fn body_delay(&self) -> &BodyDelay {
+        &self.body_delay
     }
 
     /// The recorder this server writes to.
@@ -235,7 +296,7 @@ impl InstrumentedServer {
         tracing::info!(server = %name, "serving");
         tokio::select! {
             biased;
-            () = http2::serve(incoming, routes, Http2Config { keepalive, body_delay }, signal) => {}
+            () = http2::serve(incoming, routes, Http2Config { keepalive, body_delay: Some(body_delay) }, signal) => {}
             () = drain_deadline => {
                 tracing::warn!(server = %name, "drain timeout: leaving connections still open");
             }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::etcd::SimEtcd;
 use super::scenario::{Action, Fault, parse_address};
+use super::server::BodyDelays;
 use super::trace::Trace;
 use crate::resolver::manual::ManualResolver;
 
@@ -22,17 +23,29 @@ pub(crate) fn schedule(faults: &[Fault]) -> Vec<Fault> {
     sorted
 }
 
-/// Applies one fault. `manual` is the channel's manual resolver, present for `manual:` targets;
-/// `etcd` the run's etcd, present with `[etcd]`.
+/// What a fault acts on besides the simulation itself: the channel's manual resolver, present
+/// for `manual:` targets; the run's etcd, present with `[etcd]`; each server's body delay.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Targets<'a> {
+    pub(crate) manual: Option<&'a ManualResolver>,
+    pub(crate) etcd: Option<&'a SimEtcd>,
+    pub(crate) body_delays: &'a BodyDelays,
+}
+
+/// Applies one fault.
 pub(crate) fn apply(
     sim: &mut turmoil::Sim<'_>,
     fault: &Fault,
-    manual: Option<&ManualResolver>,
-    etcd: Option<&SimEtcd>,
+    targets: Targets<'_>,
     trace: &Trace,
 ) {
+    let Targets { manual, etcd, body_delays } = targets;
     let pair = fault.between.as_ref().map(|[a, b]| (a.as_str(), b.as_str()));
     let at = sim.elapsed();
+    if let (Action::SlowBody, Some(server)) = (fault.action, fault.server.as_deref()) {
+        let delay = fault.delay_ms.filter(|&ms| ms > 0).map(Duration::from_millis);
+        return body_delays.of(server).set(delay);
+    }
     match (fault.action, etcd, fault.server.as_deref()) {
         (Action::Register, Some(etcd), Some(server)) => {
             return etcd.registrations.want(server, true);

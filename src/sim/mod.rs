@@ -305,6 +305,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
     if let Some(etcd) = &etcd {
         sim.host(etcd.spec.host.as_str(), etcd.host_software(trace.clone()));
     }
+    let body_delays = server::BodyDelays::new(&servers);
     let context = server::HostContext {
         keepalive: scenario
             .client
@@ -314,6 +315,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
         boots: boots.clone(),
         trace: trace.clone(),
         etcd: etcd.clone(),
+        body_delays: body_delays.clone(),
     };
     for host in scenario.hosts() {
         let on_host: Vec<_> = servers.iter().filter(|s| s.host == host).cloned().collect();
@@ -348,7 +350,12 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
             pending.next_if(|f| u128::from(f.at_ms) <= sim.elapsed().as_millis())
         {
             trace.record_at(sim.elapsed(), "faults", fault.describe());
-            faults::apply(&mut sim, fault, manual.as_ref(), etcd.as_ref(), &trace);
+            let targets = faults::Targets {
+                manual: manual.as_ref(),
+                etcd: etcd.as_ref(),
+                body_delays: &body_delays,
+            };
+            faults::apply(&mut sim, fault, targets, &trace);
             applied.push(faults::Applied { at: sim.elapsed(), fault: fault.clone() });
         }
         match sim.step() {

@@ -366,6 +366,9 @@ pub enum Action {
     ExpireLease,
     /// Compact etcd's history up to its current revision.
     Compact,
+    /// From now on, a server sends each response's headers at once and its body `delay_ms`
+    /// later (0: at once again); the delay outlives restarts of its host.
+    SlowBody,
 }
 
 /// A `[[fault]]`.
@@ -388,8 +391,11 @@ pub struct Fault {
     pub latency_ms: Option<u64>,
     /// For `resolve`: the new address list (same syntax as `client.manual_addresses`).
     pub addresses: Option<Vec<String>>,
-    /// The server, for `register`, `deregister` and `expire_lease`.
+    /// The server, for `register`, `deregister`, `expire_lease` and `slow_body`.
     pub server: Option<String>,
+    /// For `slow_body`: how long the server holds back each response's body, ms (0: not at
+    /// all).
+    pub delay_ms: Option<u64>,
 }
 
 impl Fault {
@@ -427,6 +433,7 @@ impl Fault {
             Action::Deregister => "deregister",
             Action::ExpireLease => "expire_lease",
             Action::Compact => "compact etcd",
+            Action::SlowBody => "slow_body",
         };
         let mut line = what.to_owned();
         if let Some(host) = &self.host {
@@ -444,6 +451,9 @@ impl Fault {
         }
         if let Some(addresses) = &self.addresses {
             line.push_str(&format!(" [{}]", addresses.join(", ")));
+        }
+        if let Some(ms) = self.delay_ms {
+            line.push_str(&format!(" body +{ms}ms"));
         }
         line
     }

@@ -1,6 +1,7 @@
 //! Servers as turmoil hosts: each host runs the instrumented Echo servers that name it, bound to
 //! `0.0.0.0:<port>`, with a fresh [`ServerRecorder`] per boot.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,7 @@ use super::net::{RegisteredListener, SocketRegistry};
 use super::scenario::Server;
 use super::trace::{self, Trace};
 use crate::balancer::subchannel::lock;
-use crate::server::{InstrumentedServer, ServerRecorder, ServerStats};
+use crate::server::{BodyDelay, InstrumentedServer, ServerRecorder, ServerStats};
 
 /// One boot of one server: when it started (simulated time) and what it recorded.
 #[derive(Debug, Clone)]
@@ -58,16 +59,39 @@ impl Boots {
     }
 }
 
+/// Each server's body delay, by name: made once per run from the servers' `body_delay_ms`, set
+/// by `slow_body` faults, and handed to every boot of the server, so a restarted server keeps
+/// the delay the last fault set.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyDelays(Arc<BTreeMap<String, BodyDelay>>);
+
+impl BodyDelays {
+    /// One delay per server, starting at its `body_delay_ms`.
+    pub(crate) fn new(servers: &[Server]) -> Self {
+        let delays = servers
+            .iter()
+            .map(|s| (s.name.clone(), BodyDelay::new(s.body_delay_ms.map(Duration::from_millis))));
+        Self(Arc::new(delays.collect()))
+    }
+
+    /// The handle of server `name`; a server the run does not have gets one of its own, which
+    /// nothing changes.
+    pub(crate) fn of(&self, name: &str) -> BodyDelay {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+}
+
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
-/// What every server host shares: the server keep-alive, the boot record, the trace, and the
-/// run's etcd when servers register in it.
+/// What every server host shares: the server keep-alive, the boot record, the trace, the
+/// run's etcd when servers register in it, and each server's body delay.
 #[derive(Debug, Clone)]
 pub(crate) struct HostContext {
     pub(crate) keepalive: Option<Duration>,
     pub(crate) boots: Boots,
     pub(crate) trace: Trace,
     pub(crate) etcd: Option<SimEtcd>,
+    pub(crate) body_delays: BodyDelays,
 }
 
 /// The software of host `host`: what turmoil starts at first and again on every restart.
@@ -80,7 +104,7 @@ pub(crate) fn host_software(
 }
 
 async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmoil::Result {
-    let HostContext { keepalive, boots, trace, etcd } = context;
+    let HostContext { keepalive, boots, trace, etcd, body_delays } = context;
     // Created here, inside the host, so the recorder's time zero is this boot's simulated time.
     let registry = SocketRegistry::start(&host, trace.clone());
     let mut serving = Vec::new();
@@ -100,8 +124,8 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
             trace: trace.clone(),
             accepted: Mutex::new(0),
         };
-        let body_delay = server.body_delay_ms.map(Duration::from_millis);
-        let mut instrumented = InstrumentedServer::new(recorder).response_body_delay(body_delay);
+        let body_delay = body_delays.of(&server.name);
+        let mut instrumented = InstrumentedServer::new(recorder).shared_body_delay(body_delay);
         if let Some(interval) = keepalive {
             instrumented = instrumented.http2_keepalive(interval, interval);
         }

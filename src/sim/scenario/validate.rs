@@ -442,11 +442,20 @@ impl Scenario {
             range(ms, 0, MAX_TIME_MS, " (one day)")
                 .map_err(|r| fail(Some("latency_ms"), format!("`latency_ms` {r}")))?;
         }
-        let needs_server =
-            matches!(fault.action, Action::Register | Action::Deregister | Action::ExpireLease);
+        let needs_server = matches!(
+            fault.action,
+            Action::Register | Action::Deregister | Action::ExpireLease | Action::SlowBody
+        );
         match (&fault.server, needs_server) {
             (None, true) => return Err(fail(None, "needs `server`".into())),
             (Some(_), false) => return Err(fail(Some("server"), "takes no `server`".into())),
+            (Some(name), true) if fault.action == Action::SlowBody => {
+                let known = self.server_list().iter().any(|s| s.name == *name);
+                if !known {
+                    let reason = format!("no server is named {name:?}");
+                    return Err(fail(Some("server"), reason));
+                }
+            }
             (Some(name), true) => {
                 let registered =
                     self.server_list().iter().any(|s| s.name == *name && s.register.is_some());
@@ -488,6 +497,18 @@ impl Scenario {
                 Some("oneway"),
                 "`oneway` applies to partition and repair only".into(),
             ));
+        }
+        match (fault.delay_ms, fault.action == Action::SlowBody) {
+            (None, true) => return Err(fail(None, "needs `delay_ms`".into())),
+            (Some(_), false) => {
+                let reason = "`delay_ms` goes with action = \"slow_body\" only".into();
+                return Err(fail(Some("delay_ms"), reason));
+            }
+            (Some(ms), true) => {
+                range(ms, 0, limit, " (time_limit_ms)")
+                    .map_err(|r| fail(Some("delay_ms"), format!("`delay_ms` {r}")))?;
+            }
+            (None, false) => {}
         }
         if (fault.action == Action::Latency) != fault.latency_ms.is_some() {
             let reason = "`latency_ms` goes with action = \"latency\" only".into();

@@ -145,7 +145,8 @@ fn write_network(w: &mut Writer, network: &Network) {
 }
 
 fn write_fault(w: &mut Writer, fault: &Fault) {
-    let Fault { at_ms, action, host, between, oneway, latency_ms, addresses, server } = fault;
+    let Fault { at_ms, action, host, between, oneway, latency_ms, addresses, server, delay_ms } =
+        fault;
     w.table("[[fault]]");
     w.key("at_ms", at_ms);
     w.key("action", action);
@@ -154,6 +155,7 @@ fn write_fault(w: &mut Writer, fault: &Fault) {
     w.opt("between", between);
     w.key_unless("oneway", oneway, &false);
     w.opt("latency_ms", latency_ms);
+    w.opt("delay_ms", delay_ms);
     w.opt("addresses", addresses);
 }
 

@@ -55,9 +55,9 @@ pub(super) fn without_each_server(s: &Scenario) -> Vec<Candidate> {
 
 /// `s` without the server `name`: its `[[server]]` entry (a `count` entry it comes from is
 /// written out as one entry per server first), its items in a `pass:` target, its address in
-/// manual lists, faults and links on its host unless another server shares the host,
-/// registration faults naming it, and its keys in `[expect]`. `None` when the target would be
-/// left with nothing.
+/// manual lists, faults and links on its host unless another server shares the host, faults
+/// naming it (registration, `slow_body`), and its keys in `[expect]`. `None` when the target
+/// would be left with nothing.
 fn without_server(s: &Scenario, name: &str) -> Option<Scenario> {
     let mut c = s.clone();
     expand_count_of(&mut c, name);
@@ -107,10 +107,9 @@ fn expand_count_of(s: &mut Scenario, name: &str) {
     s.servers.splice(at..at, each);
 }
 
-/// Whether `fault` is a registration fault naming `server`.
+/// Whether `fault` names `server` (a registration fault or `slow_body`).
 fn names_server(fault: &Fault, server: &str) -> bool {
-    matches!(fault.action, Action::Register | Action::Deregister | Action::ExpireLease)
-        && fault.server.as_deref() == Some(server)
+    fault.server.as_deref() == Some(server)
 }
 
 /// `[expect]` without the keys that name the server `name` (or its address `addr`); a map left

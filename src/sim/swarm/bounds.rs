@@ -7,6 +7,12 @@
 //! one simulated tick: the workload measures start and end on the tick clock the deadline timer
 //! fires on), `accounting` (every success the client saw was recorded by a server), and
 //! `no_panic`. Same seed, same trace is the CLI's determinism self-check.
+//!
+//! A `slow_body` fault of the random phase (a body up to 2 s late, past many deadlines) needs
+//! no bound of its own: the heal sets every slowed server back to 0 at `heal_ms`, before
+//! `restart_all_ms` where the liveness bound starts, so every RPC the bounds below count on is
+//! answered at once; before that, `deadlines` is what it tests, and it disqualifies a seed
+//! from `max_failed` like any fault that is not a crash.
 
 use std::collections::BTreeMap;
 

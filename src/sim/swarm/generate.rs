@@ -20,7 +20,7 @@ use crate::sim::scenario::{
 };
 
 /// Every fault kind the harness knows, in declaration order.
-pub(super) const ACTIONS: [Action; 13] = [
+pub(super) const ACTIONS: [Action; 14] = [
     Action::Crash,
     Action::Restart,
     Action::Bounce,
@@ -34,6 +34,7 @@ pub(super) const ACTIONS: [Action; 13] = [
     Action::Deregister,
     Action::ExpireLease,
     Action::Compact,
+    Action::SlowBody,
 ];
 
 /// How the client finds its servers.
@@ -381,6 +382,7 @@ fn fault(at_ms: u64, action: Action) -> Fault {
         latency_ms: None,
         addresses: None,
         server: None,
+        delay_ms: None,
     }
 }
 
@@ -430,6 +432,12 @@ fn random_phase(
                 f.server = Some(registering[rng.random_range(0..registering.len())].clone());
             }
             Action::Compact => {}
+            Action::SlowBody => {
+                // 0..=2 s, against a workload deadline of 0.3..=1.5 s: sometimes the body
+                // comes in time, sometimes the deadline must cut it off.
+                f.server = Some(registering[rng.random_range(0..registering.len())].clone());
+                f.delay_ms = Some(rng.random_range(0..=20) * 100);
+            }
         }
         out.push(f);
     }
@@ -438,15 +446,20 @@ fn random_phase(
 
 /// The heal: at `heal_ms` every link the random phase touched is repaired (both ways),
 /// released and given the network's greatest latency again, etcd and every crashed host are
-/// restarted, every registering server registers again and the manual resolver sends the full
-/// list; at `restart_all_ms` every server host is restarted at once.
+/// restarted, every slowed server sends bodies at once again (`slow_body` with `delay_ms = 0`),
+/// every registering server registers again and the manual resolver sends the full list; at
+/// `restart_all_ms` every server host is restarted at once.
 fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     let at = facts.heal_ms;
     let mut out = Vec::new();
     let mut links: BTreeSet<[String; 2]> = BTreeSet::new();
     let mut latencies: BTreeSet<[String; 2]> = BTreeSet::new();
     let mut crashed: BTreeSet<String> = BTreeSet::new();
+    let mut slowed: BTreeSet<String> = BTreeSet::new();
     for f in random {
+        if let (Action::SlowBody, Some(server)) = (f.action, &f.server) {
+            slowed.insert(server.clone());
+        }
         if let Some([a, b]) = &f.between {
             let pair = if a <= b { [a.clone(), b.clone()] } else { [b.clone(), a.clone()] };
             if f.action == Action::Latency {
@@ -475,6 +488,10 @@ fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     }
     for host in crashed {
         out.push(Fault { host: Some(host), ..fault(at, Action::Restart) });
+    }
+    for server in slowed {
+        let delay_ms = Some(0);
+        out.push(Fault { server: Some(server), delay_ms, ..fault(at, Action::SlowBody) });
     }
     if facts.discovery == Discovery::Etcd {
         for (name, _) in &facts.listed {
