@@ -217,7 +217,18 @@ fn save_shrunk(
         ));
     };
     eprintln!("shrinking {} seed {} (fails {})", report.scenario, report.seed, property.name);
-    let mut run = |s: &Scenario, seed: u64| sim::run_with(s, seed, options);
+    let baseline = RunOptions { mutant: None, ..options.clone() };
+    let mut run = |s: &Scenario, seed: u64| {
+        let mut report = sim::run_with(s, seed, options);
+        // With a mutant, a candidate must still pass on the channel without it: one that fails
+        // anyway (a crash of the only server, say) shows no defect, so it counts as not failing.
+        if options.mutant.is_some() && !sim::run_with(s, seed, &baseline).passed {
+            for p in report.properties.iter_mut().filter(|p| p.name == property.name) {
+                p.verdict = sim::checks::Verdict::NotApplicable;
+            }
+        }
+        report
+    };
     let mut progress = |step: &sim::shrink::ShrinkStep| eprintln!("  {step}");
     let shrunk =
         sim::shrink::shrink(scenario, report.seed, &property.name, &mut run, &mut progress)
