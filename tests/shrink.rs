@@ -158,3 +158,28 @@ fn a_shrink_keeps_the_fault_the_failing_property_judges() {
         shrunk.scenario.faults
     );
 }
+
+/// Regression: `sim --save` with a mutant shrank pick_first_failover down to one RPC and no
+/// fault, a file that fails `connections` on the channel without the mutant too, so it showed
+/// no defect at all. With a mutant, the saved scenario must still pass without it and fail
+/// with it.
+#[test]
+fn sim_save_with_a_mutant_writes_a_scenario_the_unmutated_channel_passes() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("save_mutant_test");
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["sim", "sims/pick_first_failover.toml", "--seed", "0"])
+        .args(["--mutant", "pick_first_never_fails_over", "--save", dir.to_str().unwrap()])
+        .output()
+        .expect("the anchorage binary runs");
+    assert!(!output.status.success(), "the mutant must fail the run");
+    let file = dir.join("pick_first_failover-seed0.toml");
+    let shrunk = Scenario::load(&file).expect("--save must write a scenario that loads");
+    let plain = sim::run(&shrunk, 0);
+    assert!(plain.passed, "the unmutated channel must pass the saved file:\n{}", plain.table());
+    let options = sim::RunOptions {
+        mutant: Some(sim::Mutant::PickFirstNeverFailsOver),
+        ..Default::default()
+    };
+    assert!(!sim::run_with(&shrunk, 0, &options).passed, "the mutant must still fail it");
+}
