@@ -56,12 +56,15 @@
 
 use std::fmt;
 
-/// The schemes whose resolvers this crate ships: `passthrough`, `pass` (anchor lists), `dns` and
-/// `etcd`.
+/// The schemes whose resolvers this crate ships: `passthrough`, `pass` (anchor lists) and its
+/// aliases ([`PASS_ALIASES`]), `dns` and `etcd`.
 ///
 /// Pass `|s| BUILTIN_SCHEMES.contains(&s)` to [`Target::parse`] when only the built-in resolvers
 /// are available.
-pub const BUILTIN_SCHEMES: &[&str] = &["passthrough", "pass", "dns", "etcd"];
+pub const BUILTIN_SCHEMES: &[&str] = &["passthrough", "pass", "addr", "extd", "dns", "etcd"];
+
+/// Other names for `pass`, as the original notes list them: `addr:///a:1#2` is `pass:///a:1#2`.
+pub const PASS_ALIASES: &[&str] = &["addr", "extd"];
 
 /// The scheme that takes targets with no scheme or an unregistered one.
 const FALLBACK_SCHEME: &str = "passthrough";

@@ -33,6 +33,23 @@ async fn round_robin_over_pass_opens_n_connections_per_address_and_splits_rpcs_b
     assert_eq!(b.rpcs_per_connection(), [100]);
 }
 
+/// `addr` and `extd` are other names for `pass` (the original notes use them): the same `#N`.
+#[tokio::test]
+async fn addr_and_extd_targets_open_n_connections_per_address_as_pass_does() {
+    for scheme in ["addr", "extd"] {
+        let a = TestServer::start("a").await;
+        let target = pass_target(&[(&a, 2)]).replacen("pass:", &format!("{scheme}:"), 1);
+        let builder = Channel::builder(target).default_service_config(ROUND_ROBIN).unwrap();
+        let (channel, ready) = build_counting_ready(builder);
+        ready.wait_for(2).await;
+        let mut client = EchoClient::new(channel);
+        for _ in 0..10 {
+            echo(&mut client).await.expect("every RPC must succeed");
+        }
+        assert_eq!(a.stats().connections_accepted, 2, "{scheme}:///a#2 must open 2 connections");
+    }
+}
+
 #[tokio::test]
 async fn pick_first_is_the_default_and_uses_one_connection_to_the_first_address() {
     let (a, b) = (TestServer::start("a").await, TestServer::start("b").await);

@@ -117,3 +117,39 @@ async fn target_refuses_exactly_what_the_channel_refuses_with_the_same_message()
         assert!(anchorage_target(&[accepted]).status.success(), "{accepted} must exit 0");
     }
 }
+
+/// The notes name `addr` and `extd` as other prefixes for `pass`: both take the same anchor
+/// lists, and `anchorage target` says which resolver serves them.
+#[test]
+fn given_an_addr_or_extd_target_when_inspected_then_the_pass_resolver_expands_it() {
+    for scheme in ["addr", "extd"] {
+        let out = anchorage_target(&["--json", &format!("{scheme}:///:9080#2,:9090")]);
+        assert!(out.status.success(), "{scheme} must be a registered scheme: {out:?}");
+        let json: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(json["scheme"], scheme, "the scheme is shown as written");
+        assert_eq!(json["resolver"], "pass", "{scheme} is an alias of pass");
+        assert_eq!(
+            json["addresses"],
+            json!([
+                {"addr": "localhost:9080", "idx": 0},
+                {"addr": "localhost:9080", "idx": 1},
+                {"addr": "localhost:9090", "idx": 0},
+            ]),
+            "{scheme} must expand #N exactly as pass does"
+        );
+        let text = anchorage_target(&[&format!("{scheme}:///:9080#2")]);
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(
+            text.contains(&format!("resolver:  pass ({scheme} is an alias of pass)")),
+            "the text output must name the alias: {text}"
+        );
+    }
+}
+
+#[test]
+fn given_a_bad_item_under_an_alias_when_inspected_then_it_is_rejected_as_under_pass() {
+    let out = anchorage_target(&["addr:///a:9080,b:9090#0"]);
+    assert_eq!(out.status.code(), Some(2), "a bad anchor list is bad under an alias too");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("b:9090#0"), "stderr must name the bad item: {stderr}");
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anchorage::address::Address;
 use anchorage::anchor::{AnchorError, AnchorList, EtcdService, ServiceError};
 use anchorage::channel::Channel;
-use anchorage::target::{BUILTIN_SCHEMES, Target, TargetError};
+use anchorage::target::{BUILTIN_SCHEMES, PASS_ALIASES, Target, TargetError};
 use serde_json::{Value, json};
 
 /// The exit code for a target that does not parse.
@@ -78,7 +78,7 @@ struct Inspection {
 impl Inspection {
     fn of(input: &str) -> Result<Self, InspectError> {
         let target = Target::parse(input, |scheme| BUILTIN_SCHEMES.contains(&scheme))?;
-        let endpoint = match target.scheme() {
+        let endpoint = match resolver_of(target.scheme()) {
             "pass" => Endpoint::Pass(target.endpoint().parse()?),
             "etcd" => Endpoint::Etcd(target.endpoint().parse()?),
             _ => Endpoint::Opaque,
@@ -92,7 +92,7 @@ impl Inspection {
             "scheme": t.scheme(),
             "authority": t.authority(),
             "endpoint": t.endpoint(),
-            "resolver": t.scheme(),
+            "resolver": resolver_of(t.scheme()),
             "fallback": t.is_fallback(),
         });
         match &self.endpoint {
@@ -117,8 +117,11 @@ impl Inspection {
             t.scheme(),
             shown(t.authority()),
             t.endpoint(),
-            t.scheme(),
+            resolver_of(t.scheme()),
         );
+        if resolver_of(t.scheme()) != t.scheme() {
+            out.push_str(&format!(" ({} is an alias of {})", t.scheme(), resolver_of(t.scheme())));
+        }
         if t.is_fallback() {
             out.push_str(" (no registered scheme: the whole target goes to passthrough)");
         }
@@ -146,6 +149,11 @@ impl Inspection {
         }
         out
     }
+}
+
+/// The resolver that serves `scheme`: `pass` for its aliases, else the scheme itself.
+fn resolver_of(scheme: &str) -> &str {
+    if PASS_ALIASES.contains(&scheme) { "pass" } else { scheme }
 }
 
 fn address_json(address: &Address) -> Value {

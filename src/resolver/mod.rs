@@ -6,8 +6,9 @@
 //! the full address list plus an optional service config — or errors into the sink whenever it
 //! learns something; the channel's control task passes them to the load-balancing policy.
 //!
-//! Built-in schemes: `passthrough` ([`passthrough`]), `pass` ([`pass`]), `dns` ([`dns`]),
-//! `etcd` ([`etcd`]); the [`manual`] resolver is for tests and is registered by hand.
+//! Built-in schemes: `passthrough` ([`passthrough`]), `pass` ([`pass`]) with its aliases `addr`
+//! and `extd` ([`PASS_ALIASES`]), `dns` ([`dns`]), `etcd` ([`etcd`]); the [`manual`] resolver is
+//! for tests and is registered by hand.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use crate::balancer::BadResolverState;
 use crate::balancer::subchannel::lock;
 use crate::etcd::EndpointsError;
 use crate::service_config::{ServiceConfig, ServiceConfigError};
+pub use crate::target::PASS_ALIASES;
 use crate::target::Target;
 
 pub mod dns;
@@ -397,11 +399,15 @@ pub struct Registry {
 }
 
 impl Default for Registry {
-    /// The built-in schemes: `passthrough`, `pass`, `dns` and `etcd`.
+    /// The built-in schemes: `passthrough`, `pass` (also as `addr` and `extd`), `dns` and `etcd`.
     fn default() -> Self {
         let mut registry = Self::empty();
         registry.register(Arc::new(passthrough::PassthroughBuilder));
-        registry.register(Arc::new(pass::PassBuilder));
+        let pass: Arc<dyn ResolverBuilder> = Arc::new(pass::PassBuilder);
+        for alias in PASS_ALIASES {
+            registry.register(Arc::new(Alias::new(*alias, Arc::clone(&pass))));
+        }
+        registry.register(pass);
         registry.register(Arc::new(dns::DnsBuilder::default()));
         registry.register(Arc::new(etcd::EtcdBuilder::default()));
         registry
@@ -432,6 +438,48 @@ impl Registry {
     /// The registered schemes, sorted.
     pub fn schemes(&self) -> impl Iterator<Item = &str> {
         self.builders.keys().map(String::as_str)
+    }
+}
+
+/// Another name for a scheme: it validates, builds and names authorities exactly as the builder
+/// it stands for, under its own scheme (so errors name the scheme the user wrote).
+#[derive(Debug, Clone)]
+pub struct Alias {
+    scheme: String,
+    of: Arc<dyn ResolverBuilder>,
+}
+
+impl Alias {
+    /// `scheme` (lowercased) as another name for `of`.
+    pub fn new(scheme: impl Into<String>, of: Arc<dyn ResolverBuilder>) -> Self {
+        Self { scheme: scheme.into().to_ascii_lowercase(), of }
+    }
+
+    /// The scheme of the builder this alias stands for.
+    pub fn of(&self) -> &str {
+        self.of.scheme()
+    }
+}
+
+impl ResolverBuilder for Alias {
+    fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    fn build(
+        &self,
+        target: &Target,
+        updates: UpdateSink,
+    ) -> Result<Box<dyn Resolver>, ResolverError> {
+        self.of.build(target, updates)
+    }
+
+    fn default_authority(&self, target: &Target) -> String {
+        self.of.default_authority(target)
+    }
+
+    fn validate(&self, target: &Target) -> Result<(), ResolverError> {
+        self.of.validate(target)
     }
 }
 
