@@ -1,0 +1,259 @@
+//! TLS over loopback: every subchannel does its own handshake, and a handshake that fails
+//! (unknown CA, name mismatch, no client certificate for mTLS) fails RPCs with UNAVAILABLE
+//! saying why. Certificates are made at run time.
+
+mod pki;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anchorage::channel::{Channel, ChannelBuilder};
+use anchorage::pb::EchoRequest;
+use anchorage::pb::echo_client::EchoClient;
+use anchorage::server::{InstrumentedServer, ServerRecorder, TlsHandshakes, TlsListener};
+use anchorage::tls::{ServerTlsConfig, TlsConfig, TlsError};
+use pki::{Ca, Identity, TempDir};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+
+/// A TLS server on a free loopback port, with its connection record and handshake counts.
+struct TlsServer {
+    addr: SocketAddr,
+    recorder: ServerRecorder,
+    handshakes: TlsHandshakes,
+}
+
+async fn start(config: ServerTlsConfig) -> TlsServer {
+    start_with(config, Duration::from_secs(10)).await
+}
+
+async fn start_with(config: ServerTlsConfig, handshake_timeout: Duration) -> TlsServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let addr = listener.local_addr().unwrap();
+    let listener = TlsListener::new(listener, &config)
+        .expect("a valid server TLS config")
+        .handshake_timeout(Some(handshake_timeout));
+    let handshakes = listener.handshakes();
+    let recorder = ServerRecorder::new("tls");
+    let server = InstrumentedServer::new(recorder.clone());
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    TlsServer { addr, recorder, handshakes }
+}
+
+fn server_config(identity: &Identity) -> ServerTlsConfig {
+    ServerTlsConfig::from_pem(identity.cert_pem.as_bytes(), identity.key_pem.as_bytes()).unwrap()
+}
+
+fn trusting(ca: &Ca) -> TlsConfig {
+    TlsConfig::with_ca_pem(ca.cert_pem().as_bytes()).unwrap()
+}
+
+fn channel(builder: ChannelBuilder) -> Channel {
+    builder.min_connect_timeout(Duration::from_secs(5)).seed(1).build().unwrap()
+}
+
+async fn echo(client: &mut EchoClient<Channel>) -> Result<String, tonic::Status> {
+    let mut request =
+        tonic::Request::new(EchoRequest { message: "hi".into(), ..Default::default() });
+    request.set_timeout(Duration::from_secs(5));
+    Ok(client.echo(request).await?.into_inner().server)
+}
+
+/// Sends `n` RPCs and returns each failure's status; panics if one succeeds.
+async fn all_fail(client: &mut EchoClient<Channel>, n: usize) -> Vec<tonic::Status> {
+    let mut failures = Vec::new();
+    for i in 0..n {
+        match echo(client).await {
+            Ok(_) => panic!("RPC {i} succeeded over a TLS connection that must not be accepted"),
+            Err(status) => failures.push(status),
+        }
+    }
+    failures
+}
+
+/// Waits up to 2 s for `condition`, which the server side reaches on its own task.
+async fn eventually(condition: impl Fn() -> bool, requirement: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{requirement}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn assert_unavailable_saying(failures: &[tonic::Status], words: &[&str]) {
+    for status in failures {
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "a failed handshake is UNAVAILABLE: {status:?}"
+        );
+        for word in words {
+            assert!(
+                status.message().contains(word),
+                "the status must say why the handshake failed ({word:?}): {:?}",
+                status.message()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pass_over_tls_opens_two_connections_each_with_its_own_handshake() {
+    let ca = Ca::new("test CA");
+    let server = start(server_config(&ca.server(&["localhost"]))).await;
+    let target = format!("pass:///localhost:{}#2", server.addr.port());
+    let builder = Channel::builder(target).tls(trusting(&ca)).default_service_config(ROUND_ROBIN);
+    let mut client = EchoClient::new(channel(builder.unwrap()));
+    for _ in 0..20 {
+        echo(&mut client).await.expect("every RPC over TLS must succeed");
+    }
+    let stats = server.recorder.stats();
+    assert_eq!(stats.connections_accepted, 2, "#2 must open exactly 2 connections");
+    assert_eq!(server.handshakes.completed(), 2, "each connection must do its own TLS handshake");
+    assert_eq!(server.handshakes.failed(), 0);
+    assert_eq!(stats.rpcs, 20);
+}
+
+#[tokio::test]
+async fn a_server_certificate_from_an_unknown_ca_fails_every_rpc_saying_so() {
+    let (ca, other) = (Ca::new("server CA"), Ca::new("other CA"));
+    let server = start(server_config(&ca.server(&["localhost"]))).await;
+    let target = format!("pass:///localhost:{}", server.addr.port());
+    let mut client = EchoClient::new(channel(Channel::builder(target).tls(trusting(&other))));
+    let failures = all_fail(&mut client, 5).await;
+    assert_unavailable_saying(&failures, &["TLS handshake", "unknown CA"]);
+    assert_eq!(
+        server.handshakes.completed(),
+        0,
+        "no handshake may complete with an untrusted certificate"
+    );
+    eventually(|| server.handshakes.failed() >= 1, "the server must count the failed handshake")
+        .await;
+    assert_eq!(server.recorder.stats().rpcs, 0);
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_fails_with_a_name_mismatch_unless_the_name_is_overridden() {
+    let ca = Ca::new("test CA");
+    let server = start(server_config(&ca.server(&["echo.example.test"]))).await;
+    let target = format!("pass:///localhost:{}", server.addr.port());
+    let mut client = EchoClient::new(channel(Channel::builder(target.clone()).tls(trusting(&ca))));
+    let failures = all_fail(&mut client, 3).await;
+    assert_unavailable_saying(&failures, &["name mismatch", "localhost"]);
+
+    let tls = trusting(&ca).server_name("echo.example.test").unwrap();
+    let mut client = EchoClient::new(channel(Channel::builder(target).tls(tls)));
+    echo(&mut client).await.expect("the overriding server name must be the one verified");
+}
+
+#[tokio::test]
+async fn the_authority_override_is_the_name_verified() {
+    let ca = Ca::new("test CA");
+    let server = start(server_config(&ca.server(&["echo.example.test"]))).await;
+    let target = format!("pass:///127.0.0.1:{}", server.addr.port());
+    let builder = Channel::builder(target).authority("echo.example.test:443").unwrap();
+    let mut client = EchoClient::new(channel(builder.tls(trusting(&ca))));
+    echo(&mut client).await.expect("the channel's :authority host must be the TLS server name");
+}
+
+#[tokio::test]
+async fn mtls_refuses_a_client_without_a_certificate_and_accepts_one_the_ca_signed() {
+    let ca = Ca::new("test CA");
+    let config =
+        server_config(&ca.server(&["localhost"])).client_ca_pem(ca.cert_pem().as_bytes()).unwrap();
+    let server = start(config).await;
+    let target = format!("pass:///localhost:{}", server.addr.port());
+
+    let mut anonymous =
+        EchoClient::new(channel(Channel::builder(target.clone()).tls(trusting(&ca))));
+    let failures = all_fail(&mut anonymous, 3).await;
+    assert_unavailable_saying(&failures, &["certificate required"]);
+
+    let client = ca.client("client-a");
+    let tls = trusting(&ca).identity_pem(client.cert_pem.as_bytes(), client.key_pem.as_bytes());
+    let mut known = EchoClient::new(channel(Channel::builder(target).tls(tls.unwrap())));
+    echo(&mut known).await.expect("a client certificate signed by the client CA must be accepted");
+    assert_eq!(server.recorder.stats().rpcs, 1);
+}
+
+#[tokio::test]
+async fn the_connect_timeout_bounds_the_tls_handshake() {
+    // A TCP peer that accepts and never answers the ClientHello.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("pass:///localhost:{}", silent.local_addr().unwrap().port());
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let ca = Ca::new("test CA");
+    let channel = Channel::builder(target)
+        .tls(trusting(&ca))
+        .min_connect_timeout(Duration::from_millis(300))
+        .seed(1)
+        .build()
+        .unwrap();
+    let mut client = EchoClient::new(channel);
+    let started = tokio::time::Instant::now();
+    let status = echo(&mut client).await.expect_err("a peer that never handshakes cannot serve");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("timed out"),
+        "the status must say the connect timed out: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the handshake must end at the connect timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_handshakes_is_closed_at_the_handshake_timeout_without_blocking_others()
+{
+    use tokio::io::AsyncReadExt;
+    let ca = Ca::new("test CA");
+    let server =
+        start_with(server_config(&ca.server(&["localhost"])), Duration::from_millis(300)).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+
+    // A well-behaved client is served while the silent one still holds its connection.
+    let target = format!("pass:///localhost:{}", server.addr.port());
+    let mut client = EchoClient::new(channel(Channel::builder(target).tls(trusting(&ca))));
+    echo(&mut client).await.expect("a silent connection must not block other handshakes");
+
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), silent.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the server must close a connection whose handshake does not finish in time: {read:?}"
+    );
+    assert_eq!(server.handshakes.failed(), 1, "the timed-out handshake counts as failed");
+    assert_eq!(server.handshakes.completed(), 1);
+}
+
+#[test]
+fn bad_pem_and_missing_files_are_typed_errors_naming_the_input() {
+    let err = TlsConfig::with_ca_pem(b"not a certificate").unwrap_err();
+    assert!(matches!(err, TlsError::NoCertificates { .. }), "{err:?}");
+    assert!(err.to_string().starts_with("tls: "), "messages start with the concept: {err}");
+
+    let dir = TempDir::new("tls-errors");
+    let missing = dir.path().join("missing.pem");
+    let err = TlsConfig::with_ca_file(&missing).unwrap_err();
+    assert!(matches!(err, TlsError::Read { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing.pem"), "the error must name the file: {err}");
+
+    let ca = Ca::new("test CA");
+    let server = ca.server(&["localhost"]);
+    let err = ServerTlsConfig::from_pem(server.cert_pem.as_bytes(), b"").unwrap_err();
+    assert!(matches!(err, TlsError::NoPrivateKey { .. }), "{err:?}");
+    let other = ca.server(&["localhost"]);
+    let err = ServerTlsConfig::from_pem(server.cert_pem.as_bytes(), other.key_pem.as_bytes())
+        .unwrap_err();
+    assert!(err.to_string().contains("key"), "a key that does not match must be named: {err}");
+    let err = TlsConfig::with_webpki_roots().server_name("not a name!").unwrap_err();
+    assert!(matches!(err, TlsError::ServerName { .. }), "{err:?}");
+}
