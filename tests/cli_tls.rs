@@ -196,3 +196,33 @@ fn tls_flags_with_missing_files_or_halves_are_errors_naming_them() {
     assert!(stderr.contains("--tls-cert") && stderr.contains("missing-ca.pem"), "{stderr}");
     assert!(out.stdout.is_empty(), "serve must not say it listens when its TLS files are bad");
 }
+
+#[test]
+fn audit_serve_over_tls_judges_a_tls_client_and_logs_its_handshakes() {
+    let files = Files::new(&["localhost"]);
+    let mut audit = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["audit-serve", "--servers", "a=127.0.0.1:0", "--expect", "a=2", "--for", "3s"])
+        .args(["--tls-cert", &files.path("server.pem"), "--tls-key", &files.path("server.key")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn anchorage audit-serve");
+    let mut stdout = BufReader::new(audit.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening a=").expect("the listening line comes first");
+    let port = addr.rsplit(':').next().unwrap();
+    let target = format!("pass:///localhost:{port}#2");
+    let ca = files.path("ca.pem");
+    let (code, out, err) =
+        probe(&[&target, "--service-config", ROUND_ROBIN, "--rpcs", "10", "--ca", &ca]);
+    assert_eq!(code, 0, "the TLS client must be served: {out} {err}");
+    let status = audit.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(status.success(), "a client that opened the 2 expected connections passes: {rest}");
+    assert!(
+        rest.contains("server a: 2 connection(s), 2 TLS handshake(s) completed, 0 failed"),
+        "the handshake log must count TLS handshakes: {rest}"
+    );
+}
