@@ -226,3 +226,44 @@ fn audit_serve_over_tls_judges_a_tls_client_and_logs_its_handshakes() {
         "the handshake log must count TLS handshakes: {rest}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_registers_in_an_https_etcd_trusting_the_etcd_ca() {
+    use anchorage::etcd::memory::MemoryEtcd;
+    use anchorage::server::TlsListener;
+    use anchorage::tls::ServerTlsConfig;
+
+    let files = Files::new(&["localhost"]);
+    let cert = std::fs::read(files.path("server.pem")).unwrap();
+    let key = std::fs::read(files.path("server.key")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = TlsListener::new(listener, &ServerTlsConfig::from_pem(&cert, &key).unwrap());
+    let etcd = MemoryEtcd::new();
+    tokio::spawn(etcd.clone().serve(listener.unwrap(), std::future::pending()));
+
+    let endpoints = format!("https://localhost:{port}");
+    let ca = files.path("ca.pem");
+    let args = ["--register", "--service", "svc", "--etcd", &endpoints, "--etcd-ca", &ca];
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let server = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Serve::start(&args)
+    })
+    .await
+    .unwrap();
+    let key = format!("svc/127.0.0.1:{}", server.port);
+    let keys: Vec<String> = etcd.get_prefix("svc/").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, [key], "serve must register its address in etcd over TLS");
+}
+
+#[test]
+fn register_with_an_unreadable_etcd_ca_is_a_usage_error_naming_the_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["register", "--service", "s", "--addr", "a:1", "--etcd-ca", "/nonexistent/ca.pem"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--etcd-ca") && stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+}

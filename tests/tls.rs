@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anchorage::channel::{Channel, ChannelBuilder};
+use anchorage::etcd::memory::MemoryEtcd;
+use anchorage::etcd::{Endpoints, EtcdClient};
 use anchorage::pb::EchoRequest;
 use anchorage::pb::echo_client::EchoClient;
 use anchorage::server::{InstrumentedServer, ServerRecorder, TlsHandshakes, TlsListener};
@@ -256,4 +258,72 @@ fn bad_pem_and_missing_files_are_typed_errors_naming_the_input() {
     assert!(err.to_string().contains("key"), "a key that does not match must be named: {err}");
     let err = TlsConfig::with_webpki_roots().server_name("not a name!").unwrap_err();
     assert!(matches!(err, TlsError::ServerName { .. }), "{err:?}");
+}
+
+/// The in-memory etcd serving TLS on a free loopback port; returns its port.
+async fn tls_etcd(config: &ServerTlsConfig) -> (u16, MemoryEtcd) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let etcd = MemoryEtcd::new();
+    let listener = TlsListener::new(listener, config).unwrap();
+    tokio::spawn(etcd.clone().serve(listener, std::future::pending()));
+    (port, etcd)
+}
+
+fn etcd_client(endpoints: &str, tls: Option<TlsConfig>) -> EtcdClient {
+    let mut builder = EtcdClient::builder()
+        .endpoints(endpoints.parse().expect("valid endpoints"))
+        .request_timeout(Duration::from_secs(2))
+        .dial_timeout(Duration::from_secs(2));
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    builder.build().expect("the client builds")
+}
+
+#[tokio::test]
+async fn the_etcd_client_speaks_tls_to_https_endpoints_verifying_each_endpoints_own_name() {
+    let ca = Ca::new("etcd CA");
+    // Two endpoints to one member; its certificate names only the second one's host, so a
+    // client that verified the first endpoint's name on every connection would fail over to
+    // it and still be refused.
+    let (port, etcd) = tls_etcd(&server_config(&ca.server(&["127.0.0.1"]))).await;
+    let endpoints = format!("https://localhost:{port},https://127.0.0.1:{port}");
+    let client = etcd_client(&endpoints, Some(trusting(&ca)));
+    let mut last = None;
+    for _ in 0..20 {
+        match client.put("svc/a:1", "x", None).await {
+            Ok(_) => break,
+            Err(err) => last = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        etcd.get_prefix("svc/").len(),
+        1,
+        "the put must reach etcd over TLS through the endpoint whose name matches: {last:?}"
+    );
+}
+
+#[tokio::test]
+async fn https_etcd_endpoints_without_a_ca_trust_the_webpki_roots_and_say_unknown_ca() {
+    let ca = Ca::new("etcd CA");
+    let (port, _etcd) = tls_etcd(&server_config(&ca.server(&["localhost"]))).await;
+    let client = etcd_client(&format!("https://localhost:{port}"), None);
+    let err =
+        client.put("svc/a:1", "x", None).await.expect_err("a private CA is not a webpki root");
+    assert!(err.to_string().contains("unknown CA"), "the error must say why: {err}");
+}
+
+#[test]
+fn etcd_endpoints_are_all_https_or_none() {
+    let endpoints: Endpoints = "https://a:2379,b:2379".parse().unwrap();
+    assert!(endpoints.is_tls(), "an https endpoint makes the list TLS");
+    assert_eq!(endpoints.addrs(), ["a:2379", "b:2379"]);
+    assert!(!"http://a:2379,b:2379".parse::<Endpoints>().unwrap().is_tls());
+    let err = "https://a:2379,http://b:2379".parse::<Endpoints>().unwrap_err().to_string();
+    assert!(
+        err.contains("item 2") && err.contains("https"),
+        "mixing schemes must be refused: {err}"
+    );
 }

@@ -6,7 +6,34 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anchorage::etcd::{Endpoints, EtcdClientBuilder};
 use anchorage::tls::{ServerTlsConfig, TlsConfig, TlsError};
+
+/// TLS flags of an etcd client (`register`, `serve --register`).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct EtcdTlsArgs {
+    /// Speak TLS to etcd, trusting only the CA certificates in this PEM file; each endpoint's
+    /// certificate must name that endpoint's host. Without it, `https://` endpoints trust the
+    /// Mozilla root certificates built in (webpki-roots).
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// A client builder for `endpoints` with the TLS the flags and the endpoints ask for.
+    ///
+    /// # Errors
+    /// A message starting with `--etcd-ca` when its file cannot be used.
+    pub(crate) fn client_builder(&self, endpoints: Endpoints) -> Result<EtcdClientBuilder, String> {
+        let builder = EtcdClientBuilder::default().endpoints(endpoints);
+        Ok(match &self.etcd_ca {
+            None => builder,
+            Some(path) => {
+                builder.tls(TlsConfig::with_ca_file(path).map_err(|e| format!("--etcd-ca: {e}"))?)
+            }
+        })
+    }
+}
 
 /// TLS flags of a client (`probe`): any of them turns TLS on.
 #[derive(Debug, Default, clap::Args)]

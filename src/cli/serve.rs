@@ -1,6 +1,7 @@
 //! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
-//! [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--register --service S [--etcd ENDPOINTS] [--ttl SECONDS] [--advertise ADDR]]`: runs one
-//! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
+//! [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
+//! [--register --service S [--etcd ENDPOINTS] [--etcd-ca FILE] [--ttl SECONDS] [--advertise ADDR]]`:
+//! runs one instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
 //!
 //! With `--register` the server announces its address (the bound address, or `--advertise`) in
 //! etcd under service `S` with a lease kept alive while it serves
@@ -29,13 +30,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
+use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints};
 use anchorage::registry::{EtcdRegistrar, Registration};
 use anchorage::server::{InstrumentedServer, ServerRecorder, TlsListener};
 use anchorage::tls::ServerTlsConfig;
 
 use super::common::{
-    TlsServerArgs, error_chain, init_tracing, parse_bounded_duration, print_line, stop_signal,
+    EtcdTlsArgs, TlsServerArgs, error_chain, init_tracing, parse_bounded_duration, print_line,
+    stop_signal,
 };
 use tokio::net::TcpListener;
 
@@ -68,9 +70,12 @@ pub(crate) struct Args {
     /// Register the server in etcd while it serves (needs --service).
     #[arg(long, requires = "service")]
     register: bool,
-    /// etcd endpoints for --register, comma-separated: `host:port` or `http://host:port`.
+    /// etcd endpoints for --register, comma-separated: `host:port`, `http://host:port` or
+    /// `https://host:port` (TLS).
     #[arg(long, value_name = "ENDPOINTS", default_value = DEFAULT_ENDPOINT)]
     etcd: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
     /// The service to register under (with --register).
     #[arg(long, requires = "register")]
     service: Option<String>,
@@ -187,7 +192,8 @@ async fn register(args: &Args, service: &str, bound: SocketAddr) -> Result<Regis
     };
     let failed = |err: &dyn std::error::Error| format!("--register: {}", error_chain(err));
     let endpoints: Endpoints = args.etcd.parse().map_err(|err| failed(&err))?;
-    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| failed(&e))?;
+    let client = args.etcd_tls.client_builder(endpoints).map_err(|e| format!("--register: {e}"))?;
+    let client = client.build().map_err(|e| failed(&e))?;
     EtcdRegistrar::new(client, service, &addr)
         .map_err(|err| failed(&err))?
         .ttl(args.ttl)

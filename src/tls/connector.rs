@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::{self, AlertDescription, CertificateError};
 
-use super::{ALPN_H2, TlsConfig, TlsError};
+use super::{ALPN_H2, NameSource, TlsConfig, TlsError, parse_server_name};
 use crate::connector::{BoxedIo, ConnectFuture, Connector};
 
 /// Dials with an inner [`Connector`], then performs a TLS handshake over the stream, verifying
@@ -32,7 +32,8 @@ use crate::connector::{BoxedIo, ConnectFuture, Connector};
 pub struct TlsConnector {
     inner: Arc<dyn Connector>,
     tls: tokio_rustls::TlsConnector,
-    server_name: ServerName<'static>,
+    /// [`NameSource::Fixed`] or [`NameSource::Dialed`].
+    name: NameSource,
 }
 
 impl TlsConnector {
@@ -47,14 +48,29 @@ impl TlsConnector {
         config: &TlsConfig,
         authority_host: &str,
     ) -> Result<Self, TlsError> {
-        let server_name = config.name_for(authority_host)?;
+        let name = config.name_for(authority_host)?;
         let tls = tokio_rustls::TlsConnector::from(config.client_config()?);
-        Ok(Self { inner, tls, server_name })
+        Ok(Self { inner, tls, name })
     }
 
-    /// The name the server's certificate is verified against.
-    pub fn server_name(&self) -> String {
-        self.server_name.to_str().into_owned()
+    /// The name the server's certificate is verified against; `None` when each connection
+    /// verifies the host it dials ([`TlsConfig::verify_dialed_host`]).
+    pub fn server_name(&self) -> Option<String> {
+        match &self.name {
+            NameSource::Fixed(name) => Some(name.to_str().into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The name to verify on a connection to `addr` (`host:port`).
+    fn name_for(&self, addr: &str) -> io::Result<ServerName<'static>> {
+        match &self.name {
+            NameSource::Fixed(name) => Ok(name.clone()),
+            _ => {
+                let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+                parse_server_name(host).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+            }
+        }
     }
 }
 
@@ -69,8 +85,12 @@ impl std::fmt::Debug for TlsConnector {
 
 impl Connector for TlsConnector {
     fn connect(&self, addr: &str) -> ConnectFuture {
+        let name = match self.name_for(addr) {
+            Ok(name) => name,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
         let dial = self.inner.connect(addr);
-        let (tls, name) = (self.tls.clone(), self.server_name.clone());
+        let tls = self.tls.clone();
         Box::pin(async move {
             let io = dial.await?;
             let stream = tls.connect(name.clone(), io).await.map_err(|e| {

@@ -178,12 +178,23 @@ enum Roots {
     Webpki,
 }
 
+/// Which name a server's certificate is verified against.
+#[derive(Debug, Clone)]
+pub(crate) enum NameSource {
+    /// The channel's `:authority` host.
+    Authority,
+    /// This name, on every connection.
+    Fixed(ServerName<'static>),
+    /// The host of the address each connection dials.
+    Dialed,
+}
+
 /// A client's TLS settings: trusted roots, the server name to verify and an optional client
 /// certificate. Give it to [`ChannelBuilder::tls`](crate::channel::ChannelBuilder::tls).
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     roots: Roots,
-    server_name: Option<ServerName<'static>>,
+    name: NameSource,
     identity: Option<Identity>,
 }
 
@@ -191,7 +202,7 @@ impl TlsConfig {
     /// Trusts the Mozilla root certificates that `webpki-roots` carries (the same set browsers
     /// use), not the operating system's store.
     pub fn with_webpki_roots() -> Self {
-        Self { roots: Roots::Webpki, server_name: None, identity: None }
+        Self { roots: Roots::Webpki, name: NameSource::Authority, identity: None }
     }
 
     /// Trusts the certificates in `pem` (one or more `CERTIFICATE` blocks), and no others.
@@ -215,7 +226,7 @@ impl TlsConfig {
 
     fn with_roots(certs: Vec<CertificateDer<'static>>) -> Result<Self, TlsError> {
         root_store(&certs, "CA certificate")?;
-        Ok(Self { roots: Roots::Pem(certs), server_name: None, identity: None })
+        Ok(Self { roots: Roots::Pem(certs), name: NameSource::Authority, identity: None })
     }
 
     /// Verifies the server's certificate against `name` (a DNS name or an IP address) instead
@@ -224,8 +235,19 @@ impl TlsConfig {
     /// # Errors
     /// [`TlsError::ServerName`] when `name` is neither a DNS name nor an IP address.
     pub fn server_name(mut self, name: &str) -> Result<Self, TlsError> {
-        self.server_name = Some(parse_server_name(name)?);
+        self.name = NameSource::Fixed(parse_server_name(name)?);
         Ok(self)
+    }
+
+    /// Verifies each connection's server against the host of the address that connection dials
+    /// (its resolved address) instead of one name for the whole channel. For lists of
+    /// endpoints that each present their own certificate, such as etcd members reached
+    /// through an `https://` endpoint list (etcd's Go client verifies each endpoint's own
+    /// name too). A connection whose address has no valid host fails to connect. Overrides
+    /// [`server_name`](Self::server_name), and is overridden by a later call to it.
+    pub fn verify_dialed_host(mut self) -> Self {
+        self.name = NameSource::Dialed;
+        self
     }
 
     /// Presents this client certificate chain and key when the server asks for one (mTLS).
@@ -258,12 +280,22 @@ impl TlsConfig {
         Ok(self)
     }
 
-    /// The name verified when the channel's `:authority` host is `authority_host`.
-    pub(crate) fn name_for(&self, authority_host: &str) -> Result<ServerName<'static>, TlsError> {
-        match &self.server_name {
-            Some(name) => Ok(name.clone()),
-            None => parse_server_name(authority_host),
+    /// For a list of endpoints that each have their own name (etcd members): verifies each
+    /// dialed host, unless a server name was given.
+    pub(crate) fn for_endpoints(mut self) -> Self {
+        if matches!(self.name, NameSource::Authority) {
+            self.name = NameSource::Dialed;
         }
+        self
+    }
+
+    /// Where the name to verify comes from: [`NameSource::Authority`] resolved to
+    /// `authority_host`.
+    pub(crate) fn name_for(&self, authority_host: &str) -> Result<NameSource, TlsError> {
+        Ok(match &self.name {
+            NameSource::Authority => NameSource::Fixed(parse_server_name(authority_host)?),
+            other => other.clone(),
+        })
     }
 
     /// The rustls client config: roots, client certificate, ALPN `h2`.
@@ -292,7 +324,7 @@ impl TlsConfig {
 
 /// Parses a server name: a DNS name or an IP address; brackets around an IPv6 literal (as in
 /// an authority) are dropped.
-fn parse_server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+pub(crate) fn parse_server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
     ServerName::try_from(bare.to_owned())
         .map_err(|e| TlsError::ServerName { name: name.to_owned(), reason: e.to_string() })
