@@ -327,3 +327,17 @@ fn etcd_endpoints_are_all_https_or_none() {
         "mixing schemes must be refused: {err}"
     );
 }
+
+/// Regression: the configs' `Debug` printed every certificate's bytes, so a `ChannelBuilder`
+/// in a log line carried kilobytes of DER.
+#[test]
+fn tls_configs_debug_print_counts_not_certificate_bytes() {
+    let ca = Ca::new("test CA");
+    let server = ca.server(&["localhost"]);
+    let client = trusting(&ca).identity_pem(server.cert_pem.as_bytes(), server.key_pem.as_bytes());
+    let shown = format!("{:?}", client.unwrap());
+    assert!(shown.len() < 300, "a client config's Debug must stay short: {shown}");
+    let shown =
+        format!("{:?}", server_config(&server).client_ca_pem(ca.cert_pem().as_bytes()).unwrap());
+    assert!(shown.len() < 300, "a server config's Debug must stay short: {shown}");
+}

@@ -170,12 +170,22 @@ impl fmt::Debug for Identity {
 }
 
 /// Which roots a client trusts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Roots {
     /// The certificates given.
     Pem(Vec<CertificateDer<'static>>),
     /// The Mozilla roots in `webpki-roots`.
     Webpki,
+}
+
+impl fmt::Debug for Roots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The count, not the bytes.
+        match self {
+            Roots::Pem(certs) => write!(f, "Pem({} certificates)", certs.len()),
+            Roots::Webpki => f.write_str("Webpki"),
+        }
+    }
 }
 
 /// Which name a server's certificate is verified against.
@@ -332,10 +342,20 @@ pub(crate) fn parse_server_name(name: &str) -> Result<ServerName<'static>, TlsEr
 
 /// A server's TLS settings: its certificate chain and key, and optionally the CA whose client
 /// certificates it requires (mTLS). Give it to [`TlsListener`](crate::server::TlsListener).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerTlsConfig {
     identity: Identity,
     client_roots: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl fmt::Debug for ServerTlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Counts, not the bytes (and never the key).
+        f.debug_struct("ServerTlsConfig")
+            .field("identity", &self.identity)
+            .field("client_roots", &self.client_roots.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 impl ServerTlsConfig {
