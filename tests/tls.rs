@@ -341,3 +341,41 @@ fn tls_configs_debug_print_counts_not_certificate_bytes() {
         format!("{:?}", server_config(&server).client_ca_pem(ca.cert_pem().as_bytes()).unwrap());
     assert!(shown.len() < 300, "a server config's Debug must stay short: {shown}");
 }
+
+#[tokio::test]
+async fn a_tls_server_that_does_not_select_alpn_h2_is_refused_saying_so() {
+    use tokio_rustls::rustls;
+    let ca = Ca::new("test CA");
+    let identity = ca.server(&["localhost"]);
+    let chain = rustls_pki_types::pem::PemObject::pem_slice_iter(identity.cert_pem.as_bytes())
+        .collect::<Result<Vec<rustls_pki_types::CertificateDer<'static>>, _>>()
+        .unwrap();
+    let key =
+        <rustls_pki_types::PrivateKeyDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            identity.key_pem.as_bytes(),
+        )
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // A TLS server that offers no ALPN protocol at all.
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            if let Ok(stream) = acceptor.accept(socket).await {
+                open.push(stream);
+            }
+        }
+    });
+    let target = format!("pass:///localhost:{port}");
+    let mut client = EchoClient::new(channel(Channel::builder(target).tls(trusting(&ca))));
+    let failures = all_fail(&mut client, 2).await;
+    assert_unavailable_saying(&failures, &["ALPN \"h2\""]);
+}
