@@ -379,3 +379,45 @@ async fn a_tls_server_that_does_not_select_alpn_h2_is_refused_saying_so() {
     let failures = all_fail(&mut client, 2).await;
     assert_unavailable_saying(&failures, &["ALPN \"h2\""]);
 }
+
+/// A TLS client connection to `addr` that offers no ALPN protocol, trusting `ca`.
+async fn connect_without_alpn(
+    addr: SocketAddr,
+    ca: &Ca,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_tls_client_that_does_not_offer_alpn_h2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("test CA");
+    let server = start(server_config(&ca.server(&["localhost"]))).await;
+    // TLS 1.3: the client's handshake may complete before the server has judged it.
+    if let Ok(mut stream) = connect_without_alpn(server.addr, &ca).await {
+        let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "the server must close a connection that did not negotiate h2: {read:?}"
+        );
+    }
+    eventually(|| server.handshakes.failed() == 1, "a client without ALPN h2 fails its handshake")
+        .await;
+    assert_eq!(server.handshakes.completed(), 0);
+}

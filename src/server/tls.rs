@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 use tokio_rustls::{Accept, TlsAcceptor, server::TlsStream};
 
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Listener};
-use crate::tls::{ServerTlsConfig, TlsError};
+use crate::tls::{ALPN_H2, ServerTlsConfig, TlsError};
 
 /// Counts of a [`TlsListener`]'s handshakes, readable while it serves. Clones share the counts.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +36,8 @@ impl TlsHandshakes {
     }
 
     /// Handshakes that failed: a client that did not trust the server, presented no acceptable
-    /// certificate when one was required, did not speak TLS, or ran out of time.
+    /// certificate when one was required, did not negotiate ALPN `h2`, did not speak TLS, or
+    /// ran out of time.
     pub fn failed(&self) -> u64 {
         self.0.failed.load(Ordering::SeqCst)
     }
@@ -142,6 +143,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> TlsServerIo<Io> {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<Io>>> {
         if let State::Handshaking { accept, deadline } = &mut self.state {
             let failed = match Pin::new(accept.as_mut()).poll(cx) {
+                // RFC 9113 §3.2: HTTP/2 over TLS is negotiated with ALPN "h2". rustls refuses
+                // a client whose protocols do not include it, but not one that offers none;
+                // grpc-go's servers refuse those too (since 1.67).
+                Poll::Ready(Ok(stream)) if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) => {
+                    Some(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the TLS client did not negotiate ALPN \"h2\" (HTTP/2)",
+                    ))
+                }
                 Poll::Ready(Ok(stream)) => {
                     self.handshakes.0.completed.fetch_add(1, Ordering::SeqCst);
                     self.state = State::Ready(Box::new(stream));

@@ -10,8 +10,8 @@
 //!   CA whose client certificates it requires (mTLS).
 //!   [`TlsListener`](crate::server::TlsListener) puts it under any listener.
 //!
-//! Both sides offer ALPN `h2` only, as gRPC does, and the client refuses a server that does not
-//! select it (grpc-go does the same since 1.67).
+//! Both sides offer ALPN `h2` only, as gRPC does, and each refuses a peer that does not
+//! negotiate it (RFC 9113 §3.2; grpc-go clients and servers do the same since 1.67).
 //!
 //! ```
 //! use anchorage::tls::TlsConfig;
