@@ -19,6 +19,8 @@
 //! - [`registry`]: server-side registration in etcd under a lease with keep-alive.
 //! - [`server`]: instrumented `Echo` servers that record accepted connections and which
 //!   connection served each RPC, over any listener.
+//! - [`tls`]: TLS with rustls for channels ([`TlsConfig`](tls::TlsConfig)) and servers
+//!   ([`ServerTlsConfig`](tls::ServerTlsConfig), [`TlsListener`](server::TlsListener)).
 //! - [`sim`]: the deterministic simulation harness: scenarios from `sims/*.toml` on turmoil,
 //!   property checks, seeds and replay.
 #![forbid(unsafe_code)]
@@ -40,6 +42,7 @@ pub mod server;
 pub mod service_config;
 pub mod sim;
 pub mod target;
+pub mod tls;
 
 /// Generated code for the instrumented `Echo` test service (`proto/echo.proto`).
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations)]

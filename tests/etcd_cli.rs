@@ -166,7 +166,7 @@ async fn live_etcd_a_registered_serve_is_discovered_and_leaves_etcd_on_sigterm()
 #[test]
 fn register_refuses_bad_arguments_with_status_2() {
     for (args, expected) in [
-        (&["--etcd", "https://127.0.0.1:1", "--service", "s", "--addr", "a:1"][..], "https"),
+        (&["--etcd", "https://h:1,http://h:2", "--service", "s", "--addr", "a:1"][..], "https"),
         (&["--service", "s#2", "--addr", "a:1"][..], "\"#\" is not allowed"),
         (&["--service", "s", "--addr", "a:1", "--metadata", "{"][..], "--metadata is not JSON"),
         (&["--service", "s", "--addr", "a:1", "--ttl", "0"][..], "--ttl"),

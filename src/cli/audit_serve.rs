@@ -6,6 +6,10 @@
 //! (every accepted connection per server) with per-connection RPC counts, then the verdict.
 //! `--json` replaces everything after the listening lines by one JSON object. Exit status 0
 //! when every expectation holds, 1 when one does not, 2 for bad arguments or a failed bind.
+//!
+//! With `--tls-cert FILE --tls-key FILE [--client-ca FILE]` every server speaks TLS (mTLS with
+//! `--client-ca`), for auditing TLS clients; the handshake log then also counts each server's
+//! TLS handshakes, completed and failed (`--json`: `tls_handshakes` per server).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,10 +17,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anchorage::audit::clients::{ClientAudit, judge};
-use anchorage::server::{InstrumentedServer, ServerRecorder, ServerStats};
+use anchorage::server::{
+    InstrumentedServer, ServerRecorder, ServerStats, TlsHandshakes, TlsListener,
+};
+use anchorage::tls::ServerTlsConfig;
 use tokio::net::TcpListener;
 
-use super::common::{init_tracing, parse_duration, print_line, stop_signal};
+use super::common::{TlsServerArgs, init_tracing, parse_duration, print_line, stop_signal};
 
 /// Arguments of `anchorage audit-serve`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +47,8 @@ pub(crate) struct Args {
     /// Print the log and verdict as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: TlsServerArgs,
 }
 
 #[derive(Debug, Clone)]
@@ -92,10 +101,13 @@ fn parse_expect(text: &str) -> Result<Expect, String> {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    if let Err(message) = validate(&args) {
-        eprintln!("audit-serve: {message}");
-        return ExitCode::from(2);
-    }
+    let tls = match validate(&args).and_then(|()| args.tls.config()) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("audit-serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -104,7 +116,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(audit(&args)) {
+    match runtime.block_on(audit(&args, tls.as_ref())) {
         Ok(audit) if audit.pass => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),
         Err(message) => {
@@ -133,7 +145,7 @@ fn validate(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn audit(args: &Args) -> Result<ClientAudit, String> {
+async fn audit(args: &Args, tls: Option<&ServerTlsConfig>) -> Result<ClientAudit, String> {
     let stop = stop_signal(Some(args.run_for)).map_err(|e| format!("cannot watch signals: {e}"))?;
     let mut listeners = Vec::new();
     for (name, addr) in &args.servers.0 {
@@ -148,13 +160,23 @@ async fn audit(args: &Args) -> Result<ClientAudit, String> {
     }
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut tasks = Vec::new();
+    let mut handshakes = Vec::new();
     for (name, listener, _) in listeners {
         let server = InstrumentedServer::new(ServerRecorder::new(name))
             .drain_timeout(Some(Duration::from_secs(2)));
         let mut stopped = stop_tx.subscribe();
-        tasks.push(tokio::spawn(server.serve(listener, async move {
+        let stopped = async move {
             let _ = stopped.recv().await;
-        })));
+        };
+        tasks.push(match tls {
+            None => tokio::spawn(server.serve(listener, stopped)),
+            Some(tls) => {
+                let listener =
+                    TlsListener::new(listener, tls).map_err(|e| format!("--tls-cert: {e}"))?;
+                handshakes.push(listener.handshakes());
+                tokio::spawn(server.serve(listener, stopped))
+            }
+        });
     }
     stop.await;
     let _ = stop_tx.send(());
@@ -164,21 +186,34 @@ async fn audit(args: &Args) -> Result<ClientAudit, String> {
     }
     let audit = judge(&stats, &args.expect.0, args.tolerance);
     if args.json {
-        let report = serde_json::json!({ "servers": stats, "verdict": audit });
+        let mut servers = serde_json::to_value(&stats).map_err(|e| format!("stats: {e}"))?;
+        if let Some(servers) = servers.as_array_mut() {
+            for (server, counts) in servers.iter_mut().zip(&handshakes) {
+                server["tls_handshakes"] = serde_json::json!({
+                    "completed": counts.completed(),
+                    "failed": counts.failed(),
+                });
+            }
+        }
+        let report = serde_json::json!({ "servers": servers, "verdict": audit });
         print_line(&report.to_string())?;
     } else {
-        print_line(&handshake_log(&stats))?;
+        print_line(&handshake_log(&stats, &handshakes))?;
         print_line(&audit.to_string())?;
     }
     Ok(audit)
 }
 
-/// Every accepted connection per server, in accept order, with its RPCs per method.
-fn handshake_log(stats: &[ServerStats]) -> String {
+/// Every accepted connection per server, in accept order, with its RPCs per method; with TLS,
+/// each server's handshake counts (`handshakes` is empty without TLS, else one per server).
+fn handshake_log(stats: &[ServerStats], handshakes: &[TlsHandshakes]) -> String {
     let mut lines = Vec::new();
-    for server in stats {
+    for (i, server) in stats.iter().enumerate() {
+        let tls = handshakes.get(i).map_or(String::new(), |h| {
+            format!(", {} TLS handshake(s) completed, {} failed", h.completed(), h.failed())
+        });
         lines.push(format!(
-            "server {}: {} connection(s)",
+            "server {}: {} connection(s){tls}",
             server.server, server.connections_accepted
         ));
         for c in &server.connections {

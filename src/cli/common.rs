@@ -1,9 +1,128 @@
-//! Pieces the long-running subcommands share: stop signals, line output, errors, logging and
-//! durations.
+//! Pieces the long-running subcommands share: stop signals, line output, errors, logging,
+//! durations and TLS flags.
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use anchorage::etcd::{Endpoints, EtcdClientBuilder};
+use anchorage::tls::{ServerTlsConfig, TlsConfig, TlsError};
+
+/// TLS flags of an etcd client (`register`, `serve --register`).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct EtcdTlsArgs {
+    /// Speak TLS to etcd, trusting only the CA certificates in this PEM file; each endpoint's
+    /// certificate must name that endpoint's host. Without it, `https://` endpoints trust the
+    /// Mozilla root certificates built in (webpki-roots).
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+}
+
+impl EtcdTlsArgs {
+    /// A client builder for `endpoints` with the TLS the flags and the endpoints ask for.
+    ///
+    /// # Errors
+    /// A message starting with `--etcd-ca` when its file cannot be used.
+    pub(crate) fn client_builder(&self, endpoints: Endpoints) -> Result<EtcdClientBuilder, String> {
+        let builder = EtcdClientBuilder::default().endpoints(endpoints);
+        Ok(match &self.etcd_ca {
+            None => builder,
+            Some(path) => {
+                builder.tls(TlsConfig::with_ca_file(path).map_err(|e| format!("--etcd-ca: {e}"))?)
+            }
+        })
+    }
+}
+
+/// TLS flags of a client (`probe`): any of them turns TLS on.
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct TlsClientArgs {
+    /// Speak TLS. Without --ca, trust the Mozilla root certificates built in (webpki-roots).
+    /// Implied by --ca, --server-name and --cert.
+    #[arg(long)]
+    tls: bool,
+    /// Speak TLS, trusting only the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Speak TLS, verifying this name in the server's certificate instead of the host of the
+    /// target's authority.
+    #[arg(long, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Speak TLS, presenting this client certificate chain (PEM) to servers that ask (mTLS).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl TlsClientArgs {
+    /// The TLS settings the flags ask for; `None` for plaintext.
+    ///
+    /// # Errors
+    /// A message naming the flag and the file or name that is wrong.
+    pub(crate) fn config(&self) -> Result<Option<TlsConfig>, String> {
+        if !(self.tls || self.ca.is_some() || self.server_name.is_some() || self.cert.is_some()) {
+            return Ok(None);
+        }
+        let mut config = match &self.ca {
+            Some(path) => TlsConfig::with_ca_file(path).map_err(|e| format!("--ca: {e}"))?,
+            None => TlsConfig::with_webpki_roots(),
+        };
+        if let Some(name) = &self.server_name {
+            config = config.server_name(name).map_err(|e| format!("--server-name: {e}"))?;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config = config
+                .identity_files(cert, key)
+                .map_err(|e| identity_error(&e, "--cert", "--key"))?;
+        }
+        Ok(Some(config))
+    }
+}
+
+/// TLS flags of a server (`serve`, `audit-serve`).
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct TlsServerArgs {
+    /// Serve TLS with this certificate chain (PEM, the server's own certificate first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by a CA in this PEM file (mTLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+}
+
+impl TlsServerArgs {
+    /// The TLS settings the flags ask for; `None` for plaintext.
+    ///
+    /// # Errors
+    /// A message naming the flag and the file that is wrong.
+    pub(crate) fn config(&self) -> Result<Option<ServerTlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let mut config = ServerTlsConfig::from_files(cert, key)
+            .map_err(|e| identity_error(&e, "--tls-cert", "--tls-key"))?;
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_file(ca).map_err(|e| format!("--client-ca: {e}"))?;
+        }
+        Ok(Some(config))
+    }
+}
+
+/// An error loading a certificate and key, prefixed with the flag of the file at fault.
+fn identity_error(error: &TlsError, cert_flag: &str, key_flag: &str) -> String {
+    let flag = match error {
+        TlsError::Read { what: "private key", .. } | TlsError::NoPrivateKey { .. } => key_flag,
+        TlsError::Rejected { .. } => return format!("{cert_flag}/{key_flag}: {error}"),
+        _ => cert_flag,
+    };
+    format!("{flag}: {error}")
+}
 
 /// Completes on Ctrl-C, on SIGTERM (Unix) or when `run_for` has elapsed.
 pub(crate) fn stop_signal(

@@ -7,6 +7,10 @@
 //! RPCs are fail-fast: while the channel is in TRANSIENT_FAILURE they fail at once and the report
 //! prints the first error per status code (the connection error). `--wait-for-ready` marks every
 //! RPC wait-for-ready, so they wait up to `--timeout` for a connection instead.
+//!
+//! `--ca FILE`, `--server-name NAME`, `--cert FILE --key FILE` or `--tls` make every connection
+//! speak TLS ([`anchorage::tls`]); a failed handshake shows as the first UNAVAILABLE error, with
+//! its reason (unknown CA, name mismatch, certificate required).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -50,6 +54,8 @@ pub(crate) struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: super::common::TlsClientArgs,
 }
 
 /// The probe's findings; `--json` prints exactly this.
@@ -133,6 +139,9 @@ fn timeout(secs: f64) -> Result<Duration, String> {
 
 async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
     let mut builder = Channel::builder(args.target.clone()).seed(args.seed);
+    if let Some(tls) = args.tls.config()? {
+        builder = builder.tls(tls);
+    }
     if let Some(json) = &args.service_config {
         builder = builder.default_service_config(json).map_err(|e| e.to_string())?;
     }

@@ -1,4 +1,5 @@
-//! `anchorage register --etcd ENDPOINTS --service S --addr A [--ttl SECONDS] [--metadata JSON]`:
+//! `anchorage register --etcd ENDPOINTS [--etcd-ca FILE] --service S --addr A [--ttl SECONDS]
+//! [--metadata JSON]`:
 //! announces `A` under service `S` in etcd, as etcd's Go `naming/endpoints` package does, keeps
 //! the lease alive until Ctrl-C or SIGTERM, then revokes it so the key disappears at once.
 //!
@@ -9,17 +10,20 @@
 
 use std::process::ExitCode;
 
-use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
+use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints};
 use anchorage::registry::{EtcdRegistrar, RegistryError};
 
-use super::common::{error_chain, init_tracing, print_line, stop_signal};
+use super::common::{EtcdTlsArgs, error_chain, init_tracing, print_line, stop_signal};
 
 /// Arguments of `anchorage register`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// etcd endpoints, comma-separated: `host:port` or `http://host:port`.
+    /// etcd endpoints, comma-separated: `host:port`, `http://host:port` or `https://host:port`
+    /// (TLS).
     #[arg(long, value_name = "ENDPOINTS", default_value = DEFAULT_ENDPOINT)]
     etcd: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
     /// The service to register under; `etcd:///<SERVICE>` targets discover the address.
     #[arg(long)]
     service: String,
@@ -78,7 +82,8 @@ async fn register(args: Args) -> Result<(), Failure> {
     };
     let failed = |err: &dyn std::error::Error| Failure::Failed(error_chain(err));
     let stop = stop_signal(None).map_err(|err| failed(&err))?;
-    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| failed(&e))?;
+    let client = args.etcd_tls.client_builder(endpoints).map_err(Failure::Usage)?;
+    let client = client.build().map_err(|e| failed(&e))?;
     let registrar = EtcdRegistrar::new(client, &args.service, &args.addr)
         .map_err(|err| Failure::Usage(err.to_string()))?
         .ttl(args.ttl)

@@ -1,6 +1,7 @@
 //! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
-//! [--register --service S [--etcd ENDPOINTS] [--ttl SECONDS] [--advertise ADDR]]`: runs one
-//! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
+//! [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
+//! [--register --service S [--etcd ENDPOINTS] [--etcd-ca FILE] [--ttl SECONDS] [--advertise ADDR]]`:
+//! runs one instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
 //!
 //! With `--register` the server announces its address (the bound address, or `--advertise`) in
 //! etcd under service `S` with a lease kept alive while it serves
@@ -14,6 +15,12 @@
 //! so when etcd cannot be reached nothing is printed on stdout, the reason goes to stderr and the
 //! exit status is 1.
 //!
+//! With `--tls-cert FILE --tls-key FILE` the server speaks TLS (rustls); `--client-ca FILE`
+//! then requires each client to present a certificate that CA signed (mTLS). Each connection's
+//! TLS handshake runs on its own task and must finish within `--handshake-timeout`; the counts
+//! of completed and failed handshakes are logged at stop. An unreadable or invalid TLS file
+//! exits with status 2 before anything is printed on stdout.
+//!
 //! Connections that stay silent are closed: no HTTP/2 preface within `--handshake-timeout`
 //! (default 10 s), or no request within `--idle-timeout` (default 120 s) of the accept. Every
 //! duration flag takes 1ms to 1 day, `--ttl` 1 to 86400 seconds; anything else exits with
@@ -23,11 +30,15 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
+use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints};
 use anchorage::registry::{EtcdRegistrar, Registration};
-use anchorage::server::{InstrumentedServer, ServerRecorder};
+use anchorage::server::{InstrumentedServer, ServerRecorder, TlsListener};
+use anchorage::tls::ServerTlsConfig;
 
-use super::common::{error_chain, init_tracing, parse_bounded_duration, print_line, stop_signal};
+use super::common::{
+    EtcdTlsArgs, TlsServerArgs, error_chain, init_tracing, parse_bounded_duration, print_line,
+    stop_signal,
+};
 use tokio::net::TcpListener;
 
 /// Arguments of `anchorage serve`.
@@ -54,12 +65,17 @@ pub(crate) struct Args {
     /// Allow listening on a non-loopback address, reachable from other hosts.
     #[arg(long)]
     allow_remote: bool,
+    #[command(flatten)]
+    tls: TlsServerArgs,
     /// Register the server in etcd while it serves (needs --service).
     #[arg(long, requires = "service")]
     register: bool,
-    /// etcd endpoints for --register, comma-separated: `host:port` or `http://host:port`.
+    /// etcd endpoints for --register, comma-separated: `host:port`, `http://host:port` or
+    /// `https://host:port` (TLS).
     #[arg(long, value_name = "ENDPOINTS", default_value = DEFAULT_ENDPOINT)]
     etcd: String,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
     /// The service to register under (with --register).
     #[arg(long, requires = "register")]
     service: Option<String>,
@@ -86,6 +102,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         return ExitCode::from(2);
     }
     init_tracing();
+    let tls = match args.tls.config() {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("serve: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -93,7 +116,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(args, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("serve: {message}");
@@ -102,7 +125,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), String> {
+async fn serve(args: Args, tls: Option<ServerTlsConfig>) -> Result<(), String> {
     // Signal handlers go in before the listening line, so a signal sent as soon as the line is
     // read already stops the server gracefully.
     let stop = stop_signal(args.run_for).map_err(|err| format!("cannot watch signals: {err}"))?;
@@ -134,7 +157,22 @@ async fn serve(args: Args) -> Result<(), String> {
     let server = InstrumentedServer::new(ServerRecorder::new(args.name))
         .handshake_timeout(Some(args.handshake_timeout))
         .idle_timeout(Some(args.idle_timeout));
-    let stats = server.serve(listener, stop).await;
+    let stats = match tls {
+        None => server.serve(listener, stop).await,
+        Some(tls) => {
+            let listener = TlsListener::new(listener, &tls)
+                .map_err(|err| format!("--tls-cert: {err}"))?
+                .handshake_timeout(Some(args.handshake_timeout));
+            let handshakes = listener.handshakes();
+            let stats = server.serve(listener, stop).await;
+            tracing::info!(
+                completed = handshakes.completed(),
+                failed = handshakes.failed(),
+                "TLS handshakes"
+            );
+            stats
+        }
+    };
     print_line(&stats.to_json())
 }
 
@@ -154,7 +192,8 @@ async fn register(args: &Args, service: &str, bound: SocketAddr) -> Result<Regis
     };
     let failed = |err: &dyn std::error::Error| format!("--register: {}", error_chain(err));
     let endpoints: Endpoints = args.etcd.parse().map_err(|err| failed(&err))?;
-    let client = EtcdClient::builder().endpoints(endpoints).build().map_err(|e| failed(&e))?;
+    let client = args.etcd_tls.client_builder(endpoints).map_err(|e| format!("--register: {e}"))?;
+    let client = client.build().map_err(|e| failed(&e))?;
     EtcdRegistrar::new(client, service, &addr)
         .map_err(|err| failed(&err))?
         .ttl(args.ttl)

@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::balancer::subchannel::{BackoffConfig, KeepAlive};
 use crate::channel::Channel;
 use crate::connector::{ConnectFuture, Connector, TcpConnector};
+use crate::tls::TlsConfig;
 
 use super::EtcdError;
 use super::endpoints::Endpoints;
@@ -44,6 +45,7 @@ pub struct EtcdClientBuilder {
     backoff: BackoffConfig,
     keepalive: Option<KeepAlive>,
     seed: Option<u64>,
+    tls: Option<TlsConfig>,
 }
 
 impl Default for EtcdClientBuilder {
@@ -65,6 +67,7 @@ impl Default for EtcdClientBuilder {
                 while_idle: true,
             }),
             seed: None,
+            tls: None,
         }
     }
 }
@@ -84,6 +87,15 @@ impl EtcdClientBuilder {
     /// Sets how the client dials. Default: [`TcpConnector`].
     pub fn connector(mut self, connector: impl Connector) -> Self {
         self.connector = SharedConnector(Arc::new(connector));
+        self
+    }
+
+    /// Speaks TLS to the endpoints with `config`, verifying each endpoint's own host
+    /// ([`TlsConfig::verify_dialed_host`]) unless `config` names a server name. Default: TLS
+    /// trusting the webpki roots when the endpoints are `https://` ([`Endpoints::is_tls`]),
+    /// plaintext otherwise.
+    pub fn tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -135,6 +147,14 @@ impl EtcdClientBuilder {
         }
         if let Some(seed) = self.seed {
             builder = builder.seed(seed);
+        }
+        let tls = match &self.tls {
+            Some(config) => Some(config.clone()),
+            None if self.endpoints.is_tls() => Some(TlsConfig::with_webpki_roots()),
+            None => None,
+        };
+        if let Some(tls) = tls {
+            builder = builder.tls(tls.for_endpoints());
         }
         let channel = builder.build()?;
         Ok(EtcdClient {

@@ -12,19 +12,23 @@ pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 ///
 /// [`FromStr`] parses a comma-separated list. Each item is `host:port` with the `pass` host
 /// grammar ([`crate::anchor`]: names, IPv4, bracketed IPv6; an empty host means `localhost`),
-/// optionally written as a URL `http://host:port` (a trailing `/` is allowed), as etcd's own
-/// tools write them. `https://` is refused: the client speaks plaintext HTTP/2 only.
+/// optionally written as a URL `http://host:port` or `https://host:port` (a trailing `/` is
+/// allowed), as etcd's own tools write them. One `https://` item makes the whole list TLS
+/// ([`is_tls`](Self::is_tls)); an `http://` item beside it is an error, and bare `host:port`
+/// items follow the list.
 ///
 /// ```
 /// use anchorage::etcd::Endpoints;
 /// let endpoints: Endpoints = "http://127.0.0.1:2379,[::1]:22379".parse()?;
 /// assert_eq!(endpoints.addrs(), ["127.0.0.1:2379", "[::1]:22379"]);
 /// assert_eq!(endpoints.to_string(), "127.0.0.1:2379,[::1]:22379");
+/// assert!(!endpoints.is_tls());
 /// # Ok::<(), anchorage::etcd::EndpointsError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoints {
     addrs: Vec<String>,
+    tls: bool,
 }
 
 impl Endpoints {
@@ -32,17 +36,23 @@ impl Endpoints {
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }
+
+    /// Whether the endpoints were written `https://`: the client then speaks TLS to them.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
 }
 
 impl Default for Endpoints {
     /// [`DEFAULT_ENDPOINT`] alone.
     fn default() -> Self {
-        Self { addrs: vec![DEFAULT_ENDPOINT.to_owned()] }
+        Self { addrs: vec![DEFAULT_ENDPOINT.to_owned()], tls: false }
     }
 }
 
 impl fmt::Display for Endpoints {
-    /// The canonical list: `host:port` items joined by `,`.
+    /// The canonical list: `host:port` items joined by `,` (without the scheme: see
+    /// [`is_tls`](Endpoints::is_tls)).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.addrs.join(","))
     }
@@ -61,8 +71,12 @@ impl FromStr for Endpoints {
             return Err(EndpointsError::Empty);
         }
         let mut bare = Vec::new();
+        let tls = s.split(',').any(|item| item.starts_with("https://"));
         for (index, item) in s.split(',').enumerate() {
             let fail = |kind| EndpointsError::Item { position: index + 1, item: item.into(), kind };
+            if tls && item.starts_with("http://") {
+                return Err(fail(EndpointErrorKind::MixedSchemes));
+            }
             bare.push(strip_url(item).map_err(fail)?);
         }
         let list: AnchorList = bare.join(",").parse().map_err(|err| match err {
@@ -73,16 +87,15 @@ impl FromStr for Endpoints {
             },
             _ => EndpointsError::Empty,
         })?;
-        Ok(Self { addrs: list.items().iter().map(|a| a.addr()).collect() })
+        Ok(Self { addrs: list.items().iter().map(|a| a.addr()).collect(), tls })
     }
 }
 
-/// `http://host:port/` → `host:port`; refuses other schemes and `#`.
+/// `http://host:port/` or `https://host:port/` → `host:port`; refuses other schemes and `#`.
 fn strip_url(item: &str) -> Result<&str, EndpointErrorKind> {
     let bare = match item.split_once("://") {
         None => item,
-        Some(("http", rest)) => rest.strip_suffix('/').unwrap_or(rest),
-        Some(("https", _)) => return Err(EndpointErrorKind::Tls),
+        Some(("http" | "https", rest)) => rest.strip_suffix('/').unwrap_or(rest),
         Some((scheme, _)) => return Err(EndpointErrorKind::Scheme { scheme: scheme.to_owned() }),
     };
     if bare.contains('#') || bare.contains("%23") {
@@ -114,11 +127,13 @@ pub enum EndpointsError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EndpointErrorKind {
-    /// `https://`: TLS is not supported.
-    #[error("https is not supported (the etcd client speaks plaintext HTTP/2)")]
-    Tls,
-    /// A URL scheme other than `http`.
-    #[error("unsupported scheme {scheme:?} (write host:port or http://host:port)")]
+    /// `http://` in a list with `https://` endpoints.
+    #[error("http in a list of https endpoints (write all of them https:// or none)")]
+    MixedSchemes,
+    /// A URL scheme other than `http` or `https`.
+    #[error(
+        "unsupported scheme {scheme:?} (write host:port, http://host:port or https://host:port)"
+    )]
     Scheme {
         /// The scheme written.
         scheme: String,
@@ -151,14 +166,14 @@ mod tests {
         let err = |s: &str| s.parse::<Endpoints>().unwrap_err().to_string();
         assert_eq!(err(""), "etcd endpoints: empty list (expected host:port[,host:port...])");
         assert_eq!(
-            err("a:1,https://b:2"),
-            "etcd endpoints: item 2 (\"https://b:2\"): https is not supported \
-             (the etcd client speaks plaintext HTTP/2)"
+            err("http://a:1,https://b:2"),
+            "etcd endpoints: item 1 (\"http://a:1\"): http in a list of https endpoints \
+             (write all of them https:// or none)"
         );
         assert_eq!(
             err("unix://x"),
             "etcd endpoints: item 1 (\"unix://x\"): unsupported scheme \"unix\" \
-             (write host:port or http://host:port)"
+             (write host:port, http://host:port or https://host:port)"
         );
         assert!(err("a:1#2").contains("\"#\" is not allowed"));
         assert!(err("a:1,a").starts_with("etcd endpoints: item 2 (\"a\"): "), "{}", err("a:1,a"));

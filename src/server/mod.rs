@@ -55,6 +55,7 @@ mod fallback;
 pub(crate) mod http2;
 mod listener;
 mod recorder;
+mod tls;
 
 use accept::BackoffIncoming;
 pub use accept::{ACCEPT_BACKOFF_INITIAL, ACCEPT_BACKOFF_MAX, ACCEPT_WARNING_INTERVAL};
@@ -68,6 +69,7 @@ pub use recorder::{
     ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
     OTHER_METHODS, RecordedIo, ServerRecorder, ServerStats,
 };
+pub use tls::{TlsHandshakes, TlsListener, TlsServerIo};
 
 /// How long a graceful shutdown waits for open connections to finish, unless configured.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
