@@ -62,7 +62,7 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
-use http2::Http2Config;
+use http2::{Http2Config, MaxAge};
 pub use listener::{Incoming, Listener};
 pub use recorder::{
     ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
@@ -121,6 +121,47 @@ impl BodyDelay {
     }
 }
 
+/// Sends GOAWAY on every open connection of the servers it is given to: a cloneable handle,
+/// like [`BodyDelay`]. Connections accepted after [`send`](Self::send) are not affected.
+/// For making clients move off a server without stopping it (a scenario's `goaway` fault).
+///
+/// Each connection goes away as with MAX_CONNECTION_AGE: two-phase GOAWAY, then streams in
+/// flight finish within the server's grace, if it has one
+/// ([`InstrumentedServer::max_connection_age`]), or as long as they take.
+#[derive(Debug, Clone)]
+pub struct GoAwayHandle(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for GoAwayHandle {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(0)))
+    }
+}
+
+impl GoAwayHandle {
+    /// A new handle, not shared with any other.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every connection open now to go away. Never blocks.
+    pub fn send(&self) {
+        self.0.send_modify(|sent| *sent = sent.wrapping_add(1));
+    }
+
+    /// A receiver that sees the sends from now on.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+}
+
+/// A seed for the max-age jitter that depends only on `name` (FNV-1a), so a server's
+/// connections age the same way in every run.
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// An instrumented `Echo` server, configured and ready to serve.
 #[derive(Debug, Clone)]
 pub struct InstrumentedServer {
@@ -130,6 +171,8 @@ pub struct InstrumentedServer {
     handshake_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     body_delay: BodyDelay,
+    max_age: Option<(Duration, Option<Duration>)>,
+    goaway: GoAwayHandle,
 }
 
 impl InstrumentedServer {
@@ -142,7 +185,38 @@ impl InstrumentedServer {
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             body_delay: BodyDelay::default(),
+            max_age: None,
+            goaway: GoAwayHandle::default(),
         }
+    }
+
+    /// Sends each connection GOAWAY once it is `age` old, give or take 10 % (grpc-go's
+    /// `MaxConnectionAge`, so that clients reconnect, re-resolve and spread over new servers),
+    /// and closes it `grace` after that GOAWAY if streams are still open
+    /// (`MaxConnectionAgeGrace`; `None` lets them run as long as they take). The jitter is
+    /// drawn from a seed derived from the server's name and the connection's number, so it is
+    /// the same in every run. `None` turns it off.
+    ///
+    /// Default: off.
+    #[must_use]
+    pub fn max_connection_age(mut self, age: Option<Duration>, grace: Option<Duration>) -> Self {
+        self.max_age = age.map(|age| (age, grace));
+        self
+    }
+
+    /// Sends GOAWAY on the server's open connections whenever `handle` fires (see
+    /// [`GoAwayHandle`]). A restarted server handed the same handle keeps obeying it.
+    ///
+    /// Default: a handle of the server's own, returned by [`goaway`](Self::goaway).
+    #[must_use]
+    pub fn shared_goaway(mut self, handle: GoAwayHandle) -> Self {
+        self.goaway = handle;
+        self
+    }
+
+    /// The handle that sends GOAWAY on this server's open connections.
+    pub fn goaway(&self) -> &GoAwayHandle {
+        &self.goaway
     }
 
     /// Closes a connection that has not sent the whole HTTP/2 client preface within `timeout`
@@ -260,8 +334,11 @@ impl InstrumentedServer {
             handshake_timeout,
             idle_timeout,
             body_delay,
+            max_age,
+            goaway,
         } = self;
         let name = recorder.name().to_owned();
+        let max_age = max_age.map(|(age, grace)| MaxAge { age, grace, seed: name_seed(&name) });
         let accepting = recorder.clone();
         let incoming = BackoffIncoming::new(incoming, name.clone()).map(move |accepted| {
             accepted.map(|(io, peer)| {
@@ -293,10 +370,12 @@ impl InstrumentedServer {
             std::future::pending().await
         };
 
+        let config =
+            Http2Config { keepalive, body_delay: Some(body_delay), max_age, goaway: Some(goaway) };
         tracing::info!(server = %name, "serving");
         tokio::select! {
             biased;
-            () = http2::serve(incoming, routes, Http2Config { keepalive, body_delay: Some(body_delay) }, signal) => {}
+            () = http2::serve(incoming, routes, config, signal) => {}
             () = drain_deadline => {
                 tracing::warn!(server = %name, "drain timeout: leaving connections still open");
             }
