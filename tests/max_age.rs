@@ -1,0 +1,202 @@
+//! MAX_CONNECTION_AGE and GOAWAY over loopback TCP: the server sends GOAWAY at each
+//! connection's age (or on request) and closes it after the grace; the channel treats the
+//! GOAWAY as the end of that connection, not a failure: the subchannel goes IDLE at once,
+//! reconnects, and nothing in flight is lost.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anchorage::balancer::ConnectivityState;
+use anchorage::channel::{Channel, ChannelEvent};
+use anchorage::pb::EchoRequest;
+use anchorage::pb::echo_client::EchoClient;
+use anchorage::server::{GoAwayHandle, InstrumentedServer, ServerRecorder, ServerStats};
+use serde_json::Value;
+use support::{ROUND_ROBIN, echo, fast_backoff};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A loopback server configured by `configure`, running until the test ends.
+struct Server {
+    addr: std::net::SocketAddr,
+    recorder: ServerRecorder,
+    goaway: GoAwayHandle,
+}
+
+async fn start(
+    name: &str,
+    configure: impl FnOnce(InstrumentedServer) -> InstrumentedServer,
+) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let recorder = ServerRecorder::new(name);
+    let server = configure(InstrumentedServer::new(recorder.clone()));
+    let goaway = server.goaway().clone();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    Server { addr, recorder, goaway }
+}
+
+impl Server {
+    fn stats(&self) -> ServerStats {
+        self.recorder.stats()
+    }
+}
+
+/// The subchannel states the channel reported, in order.
+type States = Arc<Mutex<Vec<ConnectivityState>>>;
+
+fn channel(target: String, config: Option<&str>) -> (Channel, States) {
+    let states = States::default();
+    let seen = states.clone();
+    let mut builder = Channel::builder(target).backoff(fast_backoff()).on_event(move |event| {
+        if let ChannelEvent::SubchannelState { state, .. } = event {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).push(*state);
+        }
+    });
+    if let Some(config) = config {
+        builder = builder.default_service_config(config).unwrap();
+    }
+    (builder.build().unwrap(), states)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_max_connection_age_sends_goaway_and_closes_each_connection_after_the_grace()
+{
+    let (age, grace) = (Duration::from_millis(300), Duration::from_millis(200));
+    let server = start("a", |s| s.max_connection_age(Some(age), Some(grace))).await;
+    let (channel, _) = channel(format!("pass:///{}", server.addr), None);
+    let mut client = EchoClient::new(channel);
+    let mut failed = Vec::new();
+    for _ in 0..40 {
+        if let Err(status) = echo(&mut client).await {
+            failed.push(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed.is_empty(), "GOAWAY at max age must fail no RPC: {failed:?}");
+    let stats = server.stats();
+    assert!(
+        stats.connections_accepted >= 4,
+        "2 s of traffic over connections aged 300 ms ±10 % must open at least 4, got {}",
+        stats.connections_accepted
+    );
+    // The age ±10 %, plus the grace, plus scheduling slack on a loaded machine.
+    let limit = (age.mul_f64(1.1) + grace + Duration::from_millis(300)).as_millis() as u64;
+    for connection in stats.connections.iter().filter(|c| c.closed_at_ms.is_some()) {
+        let lived = connection.closed_at_ms.unwrap() - connection.accepted_at_ms;
+        assert!(lived <= limit, "a connection must close by age + grace: lived {lived} ms");
+    }
+}
+
+/// An RPC whose response is held back, sent before a GOAWAY, still completes on the old
+/// connection; the subchannel goes IDLE as soon as the GOAWAY arrives, while that RPC is
+/// still in flight, and the next RPC opens a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_in_flight_across_a_goaway_completes_and_new_rpcs_use_a_new_connection() {
+    let server = start("a", |s| s.response_body_delay(Some(Duration::from_millis(800)))).await;
+    let (channel, states) = channel(format!("pass:///{}", server.addr), None);
+    let mut client = EchoClient::new(channel);
+    let mut in_flight_client = client.clone();
+    let in_flight = tokio::spawn(async move {
+        let request = EchoRequest { message: "slow".into(), ..Default::default() };
+        in_flight_client.echo(request).await.map(|r| r.into_inner().connection)
+    });
+    // Let the RPC reach the server, then send GOAWAY while its body is held back.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.goaway.send();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!in_flight.is_finished(), "the slow RPC must still be in flight");
+    assert_eq!(
+        states.lock().unwrap().last(),
+        Some(&ConnectivityState::Idle),
+        "GOAWAY received must take the subchannel out of READY before the connection closes"
+    );
+    let served = in_flight.await.unwrap();
+    assert_eq!(served.ok(), Some(0), "the RPC in flight must complete on the old connection");
+    let next = client
+        .echo(EchoRequest { message: "next".into(), ..Default::default() })
+        .await
+        .expect("an RPC after the GOAWAY must succeed");
+    assert_eq!(next.into_inner().connection, 1, "an RPC after GOAWAY must use a new connection");
+    assert_eq!(server.stats().connections_accepted, 2);
+}
+
+/// GOAWAY under round_robin over two connections: every RPC sent while the server keeps
+/// sending GOAWAY succeeds (streams it did not process are retried transparently).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_goaways_under_load_fail_no_rpc() {
+    let server = start("a", |s| s).await;
+    let (channel, _) = channel(format!("pass:///{}#2", server.addr), Some(ROUND_ROBIN));
+    let client = EchoClient::new(channel);
+    let mut calls = Vec::new();
+    for worker in 0..4 {
+        let mut client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..60 {
+                if let Err(status) = echo(&mut client).await {
+                    failed.push((worker, status));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            failed
+        }));
+    }
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.goaway.send();
+    }
+    for call in calls {
+        let failed = call.await.unwrap();
+        assert!(failed.is_empty(), "GOAWAY must fail no RPC: {failed:?}");
+    }
+    assert!(server.stats().connections_accepted >= 4, "GOAWAYs must make the client reconnect");
+}
+
+/// `anchorage serve --max-connection-age 1s` with `anchorage probe --duration 6s`: the probe
+/// reconnects at every GOAWAY without failing an RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_over_a_server_with_max_connection_age_loses_no_rpc_and_reconnects() {
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
+        .args(["serve", "--max-connection-age", "1s", "--max-connection-age-grace", "1s"])
+        .args(["--for", "20s"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run anchorage serve");
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("the listening line");
+    let addr = first.strip_prefix("listening on ").expect("listening on ADDR").to_owned();
+    let probe = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["probe", &format!("pass:///{addr}#2"), "--service-config", ROUND_ROBIN])
+            .args(["--duration", "6s", "--rpcs", "300", "--json"])
+            .output()
+            .expect("run anchorage probe")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8(probe.stdout).unwrap();
+    let stderr = String::from_utf8(probe.stderr).unwrap();
+    assert_eq!(probe.status.code(), Some(0), "probe must succeed: {stderr}");
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(report["ok"], 300, "every RPC must succeed across GOAWAYs: {report}");
+    let accepted = report["servers"][0]["connections_accepted"].as_u64().unwrap();
+    assert!(accepted >= 8, "6 s over 2 connections aged 1 s must open at least 8, got {accepted}");
+}
+
+#[test]
+fn serve_rejects_a_max_connection_age_out_of_bounds_naming_the_flag() {
+    for value in ["0s", "2d", "soon"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["serve", "--max-connection-age", value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value} must be refused");
+        assert!(stderr.contains("--max-connection-age"), "the error must name the flag: {stderr}");
+    }
+}
