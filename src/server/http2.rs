@@ -42,7 +42,6 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::sync::watch;
 use tokio::time::Sleep;
 use tonic::body::Body;
 
@@ -172,7 +171,11 @@ async fn connection<Io>(
         served.as_mut().graceful_shutdown();
     }
     let mut age = age.map(|age| Box::pin(tokio::time::sleep(age)));
-    let mut goaway = config.goaway.as_ref().map(GoAwayHandle::subscribe);
+    // Without a handle, one of its own that nothing fires.
+    let goaway = config.goaway.clone().unwrap_or_default();
+    let goaway = goaway.notified();
+    let mut goaway = pin!(goaway);
+    goaway.as_mut().enable();
     let grace = config.max_age.and_then(|max_age| max_age.grace);
     let mut grace_over: Option<Pin<Box<Sleep>>> = None;
     loop {
@@ -193,7 +196,7 @@ async fn connection<Io>(
                 break;
             }
             () = fire(&mut age) => "max connection age",
-            () = changed(&mut goaway) => "GOAWAY requested",
+            () = &mut goaway, if !going_away => "GOAWAY requested",
         };
         if going_away {
             continue;
@@ -213,19 +216,6 @@ async fn fire(sleep: &mut Option<Pin<Box<Sleep>>>) {
         Some(timer) => {
             timer.await;
             *sleep = None;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Completes each time the GOAWAY handle fires; never once the handle is gone, or without one.
-async fn changed(goaway: &mut Option<watch::Receiver<u64>>) {
-    match goaway {
-        Some(receiver) => {
-            if receiver.changed().await.is_err() {
-                *goaway = None;
-                std::future::pending::<()>().await;
-            }
         }
         None => std::future::pending().await,
     }

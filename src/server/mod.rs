@@ -128,14 +128,8 @@ impl BodyDelay {
 /// Each connection goes away as with MAX_CONNECTION_AGE: two-phase GOAWAY, then streams in
 /// flight finish within the server's grace, if it has one
 /// ([`InstrumentedServer::max_connection_age`]), or as long as they take.
-#[derive(Debug, Clone)]
-pub struct GoAwayHandle(Arc<tokio::sync::watch::Sender<u64>>);
-
-impl Default for GoAwayHandle {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(0)))
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub struct GoAwayHandle(Arc<tokio::sync::Notify>);
 
 impl GoAwayHandle {
     /// A new handle, not shared with any other.
@@ -145,12 +139,14 @@ impl GoAwayHandle {
 
     /// Asks every connection open now to go away. Never blocks.
     pub fn send(&self) {
-        self.0.send_modify(|sent| *sent = sent.wrapping_add(1));
+        // `Notify` wakes its waiters in a fixed order (a `watch` channel spreads them over
+        // shards chosen at random), which keeps simulated runs a function of their seed.
+        self.0.notify_waiters();
     }
 
-    /// A receiver that sees the sends from now on.
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.0.subscribe()
+    /// Completes at the next [`send`](Self::send) after it is enabled or first polled.
+    fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notified()
     }
 }
 
