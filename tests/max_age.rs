@@ -200,3 +200,39 @@ fn serve_rejects_a_max_connection_age_out_of_bounds_naming_the_flag() {
         assert!(stderr.contains("--max-connection-age"), "the error must name the flag: {stderr}");
     }
 }
+
+/// The scenario `sims/max_age_follows_resolver.toml` with and without its max age: the
+/// resolver's new answer is only learnt by re-resolving, and only the max age's GOAWAYs make
+/// the channel re-resolve. With it, a1 and a2 serve nothing after the change plus one age;
+/// without it, they serve every RPC of the run and b1, b2 none.
+#[test]
+fn only_max_connection_age_moves_traffic_to_addresses_the_resolver_returns_on_re_resolution() {
+    let with_age = anchorage::sim::scenario::Scenario::load("sims/max_age_follows_resolver.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut without_age = with_age.clone();
+    for server in &mut without_age.servers {
+        server.max_connection_age_ms = None;
+        server.max_connection_age_grace_ms = None;
+    }
+    let rpcs = |report: &anchorage::sim::RunReport, prefix: &str| -> u64 {
+        report.servers.iter().filter(|s| s.name.starts_with(prefix)).map(|s| s.rpcs).sum()
+    };
+    let report = anchorage::sim::run(&with_age, 0);
+    assert!(report.passed, "with a max age, traffic must move:\n{}", report.table());
+    assert!(rpcs(&report, "b") > rpcs(&report, "a"), "with a max age, b1, b2 must serve most");
+
+    let report = anchorage::sim::run(&without_age, 0);
+    assert_eq!(rpcs(&report, "b"), 0, "without a max age nothing re-resolves: b1, b2 get nothing");
+    assert_eq!(
+        rpcs(&report, "a"),
+        u64::from(report.rpcs.ok),
+        "without a max age a1, a2 serve every RPC"
+    );
+    let moved = report.properties.iter().find(|p| p.name == "no_rpcs_after").unwrap();
+    assert_eq!(
+        moved.verdict,
+        anchorage::sim::checks::Verdict::Fail,
+        "without a max age the traffic must never move: {}",
+        moved.measured
+    );
+}
