@@ -91,6 +91,33 @@ async fn a_server_with_max_connection_age_sends_goaway_and_closes_each_connectio
     }
 }
 
+/// A stream still open when the grace after a max-age GOAWAY runs out is cut off with the
+/// connection (grpc-go's `MaxConnectionAgeGrace`): the grace bounds how long an old connection
+/// can linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_after_a_max_age_goaway_closes_the_connection_under_a_stream_still_open() {
+    let (age, grace) = (Duration::from_millis(300), Duration::from_millis(200));
+    let server = start("a", |s| {
+        s.max_connection_age(Some(age), Some(grace))
+            .response_body_delay(Some(Duration::from_secs(3)))
+    })
+    .await;
+    let (channel, _) = channel(format!("pass:///{}", server.addr), None);
+    let mut client = EchoClient::new(channel);
+    let started = tokio::time::Instant::now();
+    let outcome = echo(&mut client).await;
+    assert!(outcome.is_err(), "a response held past the grace must not arrive: {outcome:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the stream must end when the grace does, not when the response would have come"
+    );
+    let first = &server.stats().connections[0];
+    let lived =
+        first.closed_at_ms.expect("the first connection must be closed") - first.accepted_at_ms;
+    let limit = (age.mul_f64(1.1) + grace + Duration::from_millis(300)).as_millis() as u64;
+    assert!(lived <= limit, "the connection must close by age + grace: lived {lived} ms");
+}
+
 /// An RPC whose response is held back, sent before a GOAWAY, still completes on the old
 /// connection; the subchannel goes IDLE as soon as the GOAWAY arrives, while that RPC is
 /// still in flight, and the next RPC opens a new connection.
