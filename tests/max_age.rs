@@ -153,6 +153,11 @@ async fn an_rpc_in_flight_across_a_goaway_completes_and_new_rpcs_use_a_new_conne
 
 /// GOAWAY under round_robin over two connections: every RPC sent while the server keeps
 /// sending GOAWAY succeeds (streams it did not process are retried transparently).
+///
+/// Regression: an RPC whose stream was unprocessed skipped that subchannel until the next
+/// picker, but looked up the current picker first: when the subchannel had already
+/// reconnected and the picker listing it was current, the RPC skipped it and then waited for a
+/// newer picker that never came, until its deadline (1 run in 8 failed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_goaways_under_load_fail_no_rpc() {
     let server = start("a", |s| s).await;
