@@ -98,6 +98,14 @@ struct Call<'a> {
     replay: &'a Replay,
 }
 
+/// Subchannels not to pick again for this RPC, and the picker under which they were found
+/// unusable: the list holds only while that picker is current.
+#[derive(Debug, Default)]
+struct Skip {
+    version: Option<u64>,
+    ids: Vec<SubchannelId>,
+}
+
 /// How one attempt ended.
 enum Attempt {
     /// A response to hand back or retry.
@@ -122,7 +130,7 @@ impl Call<'_> {
     ) -> Result<Response<tonic::body::Body>, Status> {
         let mut attempt = 1;
         let mut transparent_retry_left = true;
-        let mut skip = Vec::new();
+        let mut skip = Skip::default();
         let mut unsent = None;
         loop {
             let (sc, sender) = self.pick(&mut skip).await?;
@@ -134,7 +142,7 @@ impl Call<'_> {
             }
             let status = match send(sender, request).await {
                 Attempt::NotSent(request) => {
-                    skip.push(sc.id());
+                    skip.ids.push(sc.id());
                     unsent = Some(request);
                     continue;
                 }
@@ -142,7 +150,7 @@ impl Call<'_> {
                     if transparent_retry_left && self.replay.replayable() {
                         transparent_retry_left = false;
                         if !refused {
-                            skip.push(sc.id());
+                            skip.ids.push(sc.id());
                         }
                         continue;
                     }
@@ -232,18 +240,25 @@ impl Call<'_> {
 
     /// Picks a READY subchannel, waiting for new pickers while the current one queues (or
     /// fails, for wait-for-ready RPCs). `skip` holds subchannels whose connection turned out to
-    /// be gone under the current picker; it is cleared when a new picker arrives.
+    /// be gone under the picker it names; it is cleared whenever that picker is no longer the
+    /// current one.
     async fn pick(
         &self,
-        skip: &mut Vec<SubchannelId>,
+        skip: &mut Skip,
     ) -> Result<(Subchannel, SendRequest<tonic::body::Body>), Status> {
         loop {
             let (version, update) = self.shared.picker.current();
+            if skip.version != Some(version) {
+                // A newer picker may list a skipped subchannel again, on a new connection
+                // (after a GOAWAY it is back within a round trip).
+                skip.ids.clear();
+                skip.version = Some(version);
+            }
             loop {
                 match update.picker.pick(&PickInfo { method: self.path }) {
-                    PickResult::Pick(sc) if !skip.contains(&sc.id()) => match sc.sender() {
+                    PickResult::Pick(sc) if !skip.ids.contains(&sc.id()) => match sc.sender() {
                         Some(sender) => return Ok((sc, sender)),
-                        None => skip.push(sc.id()),
+                        None => skip.ids.push(sc.id()),
                     },
                     PickResult::Fail(reason) if !self.wait_for_ready => {
                         return Err(Status::unavailable(reason.to_string()));
@@ -254,7 +269,6 @@ impl Call<'_> {
             if !self.shared.picker.changed(version).await {
                 return Err(Status::unavailable("channel: closed"));
             }
-            skip.clear();
         }
     }
 

@@ -4,6 +4,10 @@
 //! its RPCs or are still open when it asks; a server that other clients use at the same time
 //! shows their open connections too.
 //!
+//! With `--duration D` the RPCs are paced evenly over D (RPC `i` starts at `i * D / --rpcs`
+//! after the first), so a probe can watch a channel over time, across server restarts or
+//! GOAWAYs, instead of sending everything at once.
+//!
 //! RPCs are fail-fast: while the channel is in TRANSIENT_FAILURE they fail at once and the report
 //! prints the first error per status code (the connection error). `--wait-for-ready` marks every
 //! RPC wait-for-ready, so they wait up to `--timeout` for a connection instead.
@@ -40,6 +44,10 @@ pub(crate) struct Args {
     /// How many RPCs to keep in flight at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     concurrency: u64,
+    /// Spread the RPCs evenly over this long instead of sending them as fast as possible:
+    /// seconds (`6`, `0.5`) or with a unit (`6s`, `500ms`, `2m`); from 1ms to 1 day.
+    #[arg(long, value_name = "DURATION", value_parser = super::common::parse_bounded_duration)]
+    duration: Option<Duration>,
     /// Deadline of each RPC, in seconds: more than 0, at most 86400 (one day).
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -154,6 +162,8 @@ async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
     warm_up(&warm, args.service_config.as_deref(), timeout, args.wait_for_ready).await;
     let report = Arc::new(Mutex::new(Report::default()));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pace =
+        Pace { start: tokio::time::Instant::now(), duration: args.duration, rpcs: args.rpcs };
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (channel, report, next, total) =
@@ -161,7 +171,12 @@ async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
         let wait_for_ready = args.wait_for_ready;
         workers.push(tokio::spawn(async move {
             let mut client = EchoClient::new(channel);
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+            loop {
+                let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if index >= total {
+                    break;
+                }
+                tokio::time::sleep_until(pace.start_of(index)).await;
                 let mut request = tonic::Request::new(EchoRequest {
                     message: "probe".into(),
                     ..Default::default()
@@ -212,6 +227,24 @@ async fn probe(args: &Args, timeout: Duration) -> Result<Report, String> {
             weights.as_ref().map(|w| w.get(&server.addr).copied().unwrap_or(0.0));
     }
     Ok(report)
+}
+
+/// When each RPC starts: all at once, or evenly over `--duration`.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    start: tokio::time::Instant,
+    duration: Option<Duration>,
+    rpcs: u64,
+}
+
+impl Pace {
+    /// The start of RPC number `index` (from 0): `index * duration / rpcs` after the first.
+    fn start_of(&self, index: u64) -> tokio::time::Instant {
+        let Some(duration) = self.duration else { return self.start };
+        // `--rpcs` is at most 1,000,000 and `--duration` at most a day: no overflow in u128.
+        let nanos = duration.as_nanos() * u128::from(index) / u128::from(self.rpcs.max(1));
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// What the channel has connected so far, from its events.
@@ -396,6 +429,16 @@ fn print_report(args: &Args, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paced_rpcs_start_evenly_over_the_duration() {
+        let start = tokio::time::Instant::now();
+        let pace = Pace { start, duration: Some(Duration::from_secs(6)), rpcs: 300 };
+        assert_eq!(pace.start_of(0), start, "the first RPC starts at once");
+        assert_eq!(pace.start_of(150) - start, Duration::from_secs(3), "RPC 150 of 300 at 3 s");
+        let unpaced = Pace { duration: None, ..pace };
+        assert_eq!(unpaced.start_of(299), start, "without --duration every RPC starts at once");
+    }
 
     /// Regression: `--timeout 1e300` passed the old check and panicked converting to a duration.
     #[test]

@@ -1,4 +1,5 @@
 //! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
+//! [--max-connection-age AGE [--max-connection-age-grace GRACE]]
 //! [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //! [--register --service S [--etcd ENDPOINTS] [--etcd-ca FILE] [--ttl SECONDS] [--advertise ADDR]]`:
 //! runs one instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
@@ -20,6 +21,10 @@
 //! TLS handshake runs on its own task and must finish within `--handshake-timeout`; the counts
 //! of completed and failed handshakes are logged at stop. An unreadable or invalid TLS file
 //! exits with status 2 before anything is printed on stdout.
+//!
+//! With `--max-connection-age AGE` each connection is sent GOAWAY once it is AGE old (±10 %
+//! jitter, as grpc-go does), so clients reconnect and re-resolve; streams in flight then have
+//! `--max-connection-age-grace` (default: as long as they take) before the connection closes.
 //!
 //! Connections that stay silent are closed: no HTTP/2 preface within `--handshake-timeout`
 //! (default 10 s), or no request within `--idle-timeout` (default 120 s) of the accept. Every
@@ -62,6 +67,14 @@ pub(crate) struct Args {
     /// to 1 day.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_bounded_duration)]
     idle_timeout: Duration,
+    /// Send each connection GOAWAY once it is this old, ±10 % (grpc-go's MaxConnectionAge), so
+    /// clients reconnect and re-resolve; from 1ms to 1 day.
+    #[arg(long, value_name = "DURATION", value_parser = parse_bounded_duration)]
+    max_connection_age: Option<Duration>,
+    /// After a max-age GOAWAY, close the connection this long later even if streams are still
+    /// open (grpc-go's MaxConnectionAgeGrace); from 1ms to 1 day. Default: wait for them.
+    #[arg(long, value_name = "DURATION", requires = "max_connection_age", value_parser = parse_bounded_duration)]
+    max_connection_age_grace: Option<Duration>,
     /// Allow listening on a non-loopback address, reachable from other hosts.
     #[arg(long)]
     allow_remote: bool,
@@ -156,7 +169,8 @@ async fn serve(args: Args, tls: Option<ServerTlsConfig>) -> Result<(), String> {
     };
     let server = InstrumentedServer::new(ServerRecorder::new(args.name))
         .handshake_timeout(Some(args.handshake_timeout))
-        .idle_timeout(Some(args.idle_timeout));
+        .idle_timeout(Some(args.idle_timeout))
+        .max_connection_age(args.max_connection_age, args.max_connection_age_grace);
     let stats = match tls {
         None => server.serve(listener, stop).await,
         Some(tls) => {

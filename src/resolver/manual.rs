@@ -9,7 +9,9 @@
 //! manual.update_addresses(vec![Address::new("127.0.0.1:50052")]);
 //! ```
 //! An update sent before the channel builds the resolver becomes its first state. Every
-//! [`Resolver::resolve_now`] call is counted ([`ManualResolver::resolve_now_count`]).
+//! [`Resolver::resolve_now`] call is counted ([`ManualResolver::resolve_now_count`]). A state
+//! can also be *staged* ([`ManualResolver::stage_addresses`]): kept back until the channel
+//! next asks to re-resolve, like a DNS record that changed while the channel was not asking.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +33,8 @@ struct Inner {
     last: Option<Result<ResolverState, ResolverError>>,
     sink: Option<UpdateSink>,
     resolve_now_calls: usize,
+    /// Sent at the next `resolve_now`.
+    staged: Option<ResolverState>,
 }
 
 impl ManualResolver {
@@ -49,6 +53,12 @@ impl ManualResolver {
         self.update(ResolverState::from_addresses(addresses));
     }
 
+    /// Keeps `addresses` back until the channel next requests re-resolution, then sends them
+    /// (a later call replaces a staged list not yet sent).
+    pub fn stage_addresses(&self, addresses: Vec<Address>) {
+        lock(&self.inner).staged = Some(ResolverState::from_addresses(addresses));
+    }
+
     /// Reports a resolution error with `message`.
     pub fn report_error(&self, message: impl Into<String>) {
         self.send(Err(ResolverError::Manual(message.into())));
@@ -60,7 +70,13 @@ impl ManualResolver {
     }
 
     fn send(&self, event: Result<ResolverState, ResolverError>) {
-        let mut inner = lock(&self.inner);
+        lock(&self.inner).send(event);
+    }
+}
+
+impl Inner {
+    fn send(&mut self, event: Result<ResolverState, ResolverError>) {
+        let inner = self;
         if let Some(sink) = &inner.sink {
             match &event {
                 Ok(state) => sink.update(state.clone()),
@@ -93,6 +109,10 @@ struct ManualHandle(Arc<Mutex<Inner>>);
 
 impl Resolver for ManualHandle {
     fn resolve_now(&mut self) {
-        lock(&self.0).resolve_now_calls += 1;
+        let mut inner = lock(&self.0);
+        inner.resolve_now_calls += 1;
+        if let Some(state) = inner.staged.take() {
+            inner.send(Ok(state));
+        }
     }
 }

@@ -17,6 +17,12 @@
 //!   asked to shut down gracefully (GOAWAY; streams in flight finish), and serving returns once
 //!   all of them have closed. A caller bounds that wait by dropping the future; connections
 //!   still open are then left to their tasks.
+//! - With a [`MaxAge`], each connection is asked to go away (GOAWAY) once its age, ±10 %
+//!   jitter, has passed, as grpc-go's `MaxConnectionAge` does; so is every open connection when
+//!   its [`GoAwayHandle`] fires. Going away is hyper's (h2's) graceful shutdown, the two-phase
+//!   dance RFC 9113 §6.8 recommends and grpc-go performs: a GOAWAY with last-stream-id 2^31-1,
+//!   a PING, and on its ack the GOAWAY with the real last-stream-id. Streams in flight then
+//!   have the grace (`MaxConnectionAgeGrace`) to finish; after it the connection is closed.
 //! - A failed accept (`Err` from `incoming`) is skipped: backing off is the stream's job
 //!   ([`super::accept`]).
 //! - Unlike tonic's server, nothing cuts a handler off at the request's `grpc-timeout`: the
@@ -34,10 +40,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tokio::time::Sleep;
 use tonic::body::Body;
 
-use super::BodyDelay;
+use super::{BodyDelay, GoAwayHandle};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -55,6 +63,32 @@ pub(crate) struct Http2Config {
     /// Hold back each response's body (message and trailers) after its headers for as long
     /// as this says when the response is made.
     pub(crate) body_delay: Option<BodyDelay>,
+    /// Send each connection GOAWAY at its age (MAX_CONNECTION_AGE).
+    pub(crate) max_age: Option<MaxAge>,
+    /// Send every open connection GOAWAY when this fires.
+    pub(crate) goaway: Option<GoAwayHandle>,
+}
+
+/// grpc-go's `MaxConnectionAge` and `MaxConnectionAgeGrace`, with the seed of the jitter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaxAge {
+    /// The age at which a connection is sent GOAWAY, before jitter.
+    pub(crate) age: Duration,
+    /// How long streams in flight may run after the GOAWAY; `None`: as long as they take.
+    pub(crate) grace: Option<Duration>,
+    /// Seeds the jitter: connection `n` draws from stream `n` of a ChaCha8 RNG with this seed.
+    pub(crate) seed: u64,
+}
+
+impl MaxAge {
+    /// The age of connection number `n` (0 for the first accepted): `age` ±10 % (grpc-go's
+    /// `getJitter`), drawn deterministically from the seed and `n`.
+    pub(crate) fn age_of(&self, n: u64) -> Duration {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(n);
+        let factor: f64 = rng.random_range(0.9..=1.1);
+        self.age.mul_f64(factor)
+    }
 }
 
 /// Serves `routes` on each connection `incoming` yields until `shutdown` completes or
@@ -69,6 +103,7 @@ pub(crate) async fn serve<S, Io>(
     Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
 {
     let open = Arc::new(Open::default());
+    let mut accepted_count = 0u64;
     let mut incoming = pin!(incoming);
     let mut shutdown = pin!(shutdown);
     loop {
@@ -82,16 +117,25 @@ pub(crate) async fn serve<S, Io>(
             Some(Err(_)) => {}
             Some(Ok(io)) => {
                 let guard = open.enter();
-                tokio::spawn(connection(io, routes.clone(), config.clone(), guard));
+                let age = config.max_age.map(|max_age| max_age.age_of(accepted_count));
+                accepted_count += 1;
+                tokio::spawn(connection(io, routes.clone(), config.clone(), age, guard));
             }
         }
     }
     open.stop_and_wait().await;
 }
 
-/// Serves one connection until it closes, shutting it down gracefully when asked to.
-async fn connection<Io>(io: Io, routes: Routes, config: Http2Config, guard: OpenGuard)
-where
+/// Serves one connection until it closes, shutting it down gracefully when asked to, when it
+/// reaches `age`, or when the server's GOAWAY handle fires; after a GOAWAY for age or by the
+/// handle, closes it once the grace (if any) has passed.
+async fn connection<Io>(
+    io: Io,
+    routes: Routes,
+    config: Http2Config,
+    age: Option<Duration>,
+    guard: OpenGuard,
+) where
     Io: AsyncRead + AsyncWrite + Connected + Send + Unpin + 'static,
 {
     let info = io.connect_info();
@@ -121,11 +165,21 @@ where
     // Registered before the flag is read, so a shutdown between the two is not missed.
     stop.as_mut().enable();
     let mut stopping = guard.open.stopping.load(Ordering::SeqCst);
+    // Once set, hyper has been asked to go away; asking again would do nothing.
+    let mut going_away = stopping;
     if stopping {
         served.as_mut().graceful_shutdown();
     }
+    let mut age = age.map(|age| Box::pin(tokio::time::sleep(age)));
+    // Without a handle, one of its own that nothing fires.
+    let goaway = config.goaway.clone().unwrap_or_default();
+    let goaway = goaway.notified();
+    let mut goaway = pin!(goaway);
+    goaway.as_mut().enable();
+    let grace = config.max_age.and_then(|max_age| max_age.grace);
+    let mut grace_over: Option<Pin<Box<Sleep>>> = None;
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             biased;
             result = &mut served => {
                 if let Err(error) = result {
@@ -135,9 +189,35 @@ where
             }
             () = &mut stop, if !stopping => {
                 stopping = true;
-                served.as_mut().graceful_shutdown();
+                "the server is stopping"
             }
+            () = fire(&mut grace_over) => {
+                tracing::debug!("GOAWAY grace over: closing the connection");
+                break;
+            }
+            () = fire(&mut age) => "max connection age",
+            () = &mut goaway, if !going_away => "GOAWAY requested",
+        };
+        if going_away {
+            continue;
         }
+        going_away = true;
+        tracing::debug!(reason = why, "sending GOAWAY");
+        served.as_mut().graceful_shutdown();
+        if !stopping {
+            grace_over = grace.map(|grace| Box::pin(tokio::time::sleep(grace)));
+        }
+    }
+}
+
+/// Completes once `sleep` fires, and clears it; never while it is `None`.
+async fn fire(sleep: &mut Option<Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(timer) => {
+            timer.await;
+            *sleep = None;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -224,5 +304,25 @@ impl http_body::Body for DelayedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_jitter_stays_within_ten_percent_and_is_the_same_in_every_run() {
+        let max_age = MaxAge { age: Duration::from_secs(10), grace: None, seed: 7 };
+        let ages: Vec<Duration> = (0..200).map(|n| max_age.age_of(n)).collect();
+        for age in &ages {
+            assert!(
+                (Duration::from_secs(9)..=Duration::from_secs(11)).contains(age),
+                "a connection's age must be the max age ±10 %, got {age:?}"
+            );
+        }
+        assert_eq!(max_age.age_of(3), ages[3], "the jitter must depend only on seed and number");
+        let distinct: std::collections::BTreeSet<_> = ages.iter().collect();
+        assert!(distinct.len() > 150, "connections must not all age alike (jitter spreads them)");
     }
 }

@@ -63,7 +63,7 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
-use http2::Http2Config;
+use http2::{Http2Config, MaxAge};
 pub use listener::{Incoming, Listener};
 pub use recorder::{
     ConnectionInfo, ConnectionStats, MAX_CONNECTION_DETAIL, MAX_METHOD_PATH_LEN, MAX_METHOD_PATHS,
@@ -123,6 +123,43 @@ impl BodyDelay {
     }
 }
 
+/// Sends GOAWAY on every open connection of the servers it is given to: a cloneable handle,
+/// like [`BodyDelay`]. Connections accepted after [`send`](Self::send) are not affected.
+/// For making clients move off a server without stopping it (a scenario's `goaway` fault).
+///
+/// Each connection goes away as with MAX_CONNECTION_AGE: two-phase GOAWAY, then streams in
+/// flight finish within the server's grace, if it has one
+/// ([`InstrumentedServer::max_connection_age`]), or as long as they take.
+#[derive(Debug, Clone, Default)]
+pub struct GoAwayHandle(Arc<tokio::sync::Notify>);
+
+impl GoAwayHandle {
+    /// A new handle, not shared with any other.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks every connection open now to go away. Never blocks.
+    pub fn send(&self) {
+        // `Notify` wakes its waiters in a fixed order (a `watch` channel spreads them over
+        // shards chosen at random), which keeps simulated runs a function of their seed.
+        self.0.notify_waiters();
+    }
+
+    /// Completes at the next [`send`](Self::send) after it is enabled or first polled.
+    fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.notified()
+    }
+}
+
+/// A seed for the max-age jitter that depends only on `name` (FNV-1a), so a server's
+/// connections age the same way in every run.
+fn name_seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// An instrumented `Echo` server, configured and ready to serve.
 #[derive(Debug, Clone)]
 pub struct InstrumentedServer {
@@ -132,6 +169,8 @@ pub struct InstrumentedServer {
     handshake_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     body_delay: BodyDelay,
+    max_age: Option<(Duration, Option<Duration>)>,
+    goaway: GoAwayHandle,
 }
 
 impl InstrumentedServer {
@@ -144,7 +183,38 @@ impl InstrumentedServer {
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             body_delay: BodyDelay::default(),
+            max_age: None,
+            goaway: GoAwayHandle::default(),
         }
+    }
+
+    /// Sends each connection GOAWAY once it is `age` old, give or take 10 % (grpc-go's
+    /// `MaxConnectionAge`, so that clients reconnect, re-resolve and spread over new servers),
+    /// and closes it `grace` after that GOAWAY if streams are still open
+    /// (`MaxConnectionAgeGrace`; `None` lets them run as long as they take). The jitter is
+    /// drawn from a seed derived from the server's name and the connection's number, so it is
+    /// the same in every run. `None` turns it off.
+    ///
+    /// Default: off.
+    #[must_use]
+    pub fn max_connection_age(mut self, age: Option<Duration>, grace: Option<Duration>) -> Self {
+        self.max_age = age.map(|age| (age, grace));
+        self
+    }
+
+    /// Sends GOAWAY on the server's open connections whenever `handle` fires (see
+    /// [`GoAwayHandle`]). A restarted server handed the same handle keeps obeying it.
+    ///
+    /// Default: a handle of the server's own, returned by [`goaway`](Self::goaway).
+    #[must_use]
+    pub fn shared_goaway(mut self, handle: GoAwayHandle) -> Self {
+        self.goaway = handle;
+        self
+    }
+
+    /// The handle that sends GOAWAY on this server's open connections.
+    pub fn goaway(&self) -> &GoAwayHandle {
+        &self.goaway
     }
 
     /// Closes a connection that has not sent the whole HTTP/2 client preface within `timeout`
@@ -262,8 +332,11 @@ impl InstrumentedServer {
             handshake_timeout,
             idle_timeout,
             body_delay,
+            max_age,
+            goaway,
         } = self;
         let name = recorder.name().to_owned();
+        let max_age = max_age.map(|(age, grace)| MaxAge { age, grace, seed: name_seed(&name) });
         let accepting = recorder.clone();
         let incoming = BackoffIncoming::new(incoming, name.clone()).map(move |accepted| {
             accepted.map(|(io, peer)| {
@@ -295,10 +368,12 @@ impl InstrumentedServer {
             std::future::pending().await
         };
 
+        let config =
+            Http2Config { keepalive, body_delay: Some(body_delay), max_age, goaway: Some(goaway) };
         tracing::info!(server = %name, "serving");
         tokio::select! {
             biased;
-            () = http2::serve(incoming, routes, Http2Config { keepalive, body_delay: Some(body_delay) }, signal) => {}
+            () = http2::serve(incoming, routes, config, signal) => {}
             () = drain_deadline => {
                 tracing::warn!(server = %name, "drain timeout: leaving connections still open");
             }

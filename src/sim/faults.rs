@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::etcd::SimEtcd;
 use super::scenario::{Action, Fault, parse_address};
-use super::server::BodyDelays;
+use super::server::{BodyDelays, GoAways};
 use super::trace::Trace;
 use crate::resolver::manual::ManualResolver;
 
@@ -24,12 +24,14 @@ pub(crate) fn schedule(faults: &[Fault]) -> Vec<Fault> {
 }
 
 /// What a fault acts on besides the simulation itself: the channel's manual resolver, present
-/// for `manual:` targets; the run's etcd, present with `[etcd]`; each server's body delay.
+/// for `manual:` targets; the run's etcd, present with `[etcd]`; each server's body delay and
+/// GOAWAY handle.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Targets<'a> {
     pub(crate) manual: Option<&'a ManualResolver>,
     pub(crate) etcd: Option<&'a SimEtcd>,
     pub(crate) body_delays: &'a BodyDelays,
+    pub(crate) goaways: &'a GoAways,
 }
 
 /// Applies one fault.
@@ -39,12 +41,15 @@ pub(crate) fn apply(
     targets: Targets<'_>,
     trace: &Trace,
 ) {
-    let Targets { manual, etcd, body_delays } = targets;
+    let Targets { manual, etcd, body_delays, goaways } = targets;
     let pair = fault.between.as_ref().map(|[a, b]| (a.as_str(), b.as_str()));
     let at = sim.elapsed();
     if let (Action::SlowBody, Some(server)) = (fault.action, fault.server.as_deref()) {
         let delay = fault.delay_ms.filter(|&ms| ms > 0).map(Duration::from_millis);
         return body_delays.of(server).set(delay);
+    }
+    if let (Action::GoAway, Some(server)) = (fault.action, fault.server.as_deref()) {
+        return goaways.of(server).send();
     }
     match (fault.action, etcd, fault.server.as_deref()) {
         (Action::Register, Some(etcd), Some(server)) => {
@@ -74,8 +79,13 @@ pub(crate) fn apply(
         }
         (Action::Resolve, _, _) => {
             let addresses = fault.addresses.iter().flatten().filter_map(|a| parse_address(a).ok());
-            if let Some(manual) = manual {
-                manual.update_addresses(addresses.collect());
+            match manual {
+                // Like a DNS record that changed: the channel learns it when it re-resolves.
+                Some(manual) if fault.push == Some(false) => {
+                    manual.stage_addresses(addresses.collect());
+                }
+                Some(manual) => manual.update_addresses(addresses.collect()),
+                None => {}
             }
         }
         // Scenario validation guarantees each action has what it needs.

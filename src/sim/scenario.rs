@@ -21,7 +21,7 @@ pub use etcd::{EtcdSpec, RegisterSpec};
 pub use validate::parse_address;
 pub use validate::{
     MAX_CONCURRENCY, MAX_CONNECTIONS, MAX_FAULTS, MAX_PORT, MAX_RPCS, MAX_SERVERS,
-    MAX_TIME_LIMIT_MS, MAX_TIME_MS, MAX_TTL_S,
+    MAX_TIME_LIMIT_MS, MAX_TIME_MS, MAX_TTL_S, MIN_MAX_CONNECTION_AGE_MS,
 };
 
 /// Errors loading a scenario file.
@@ -116,6 +116,12 @@ pub struct ServerSpec {
     /// Sends each response's headers at once and its body (message and trailers) this many ms
     /// later: a server that commits to an answer, then stalls. Default: no delay.
     pub body_delay_ms: Option<u64>,
+    /// MAX_CONNECTION_AGE: each connection is sent GOAWAY once it is this old, ±10 % (seeded
+    /// jitter). Default: never.
+    pub max_connection_age_ms: Option<u64>,
+    /// After a GOAWAY (max age or a `goaway` fault), streams in flight get this long before the
+    /// connection closes. Default: as long as they take.
+    pub max_connection_age_grace_ms: Option<u64>,
 }
 
 /// One server after `count` expansion.
@@ -131,6 +137,10 @@ pub struct Server {
     pub register: Option<RegisterSpec>,
     /// How long it holds back each response's body after the headers, ms.
     pub body_delay_ms: Option<u64>,
+    /// Its MAX_CONNECTION_AGE, ms.
+    pub max_connection_age_ms: Option<u64>,
+    /// Its MAX_CONNECTION_AGE_GRACE, ms.
+    pub max_connection_age_grace_ms: Option<u64>,
 }
 
 impl Server {
@@ -369,6 +379,10 @@ pub enum Action {
     /// From now on, a server sends each response's headers at once and its body `delay_ms`
     /// later (0: at once again); the delay outlives restarts of its host.
     SlowBody,
+    /// A server sends GOAWAY on every open connection now, as at MAX_CONNECTION_AGE; it keeps
+    /// serving new ones.
+    #[serde(rename = "goaway")]
+    GoAway,
 }
 
 /// A `[[fault]]`.
@@ -391,7 +405,10 @@ pub struct Fault {
     pub latency_ms: Option<u64>,
     /// For `resolve`: the new address list (same syntax as `client.manual_addresses`).
     pub addresses: Option<Vec<String>>,
-    /// The server, for `register`, `deregister`, `expire_lease` and `slow_body`.
+    /// For `resolve`: `false` only changes what the resolver answers the channel's next
+    /// re-resolution request (as a DNS record that changed), without pushing it. Default true.
+    pub push: Option<bool>,
+    /// The server, for `register`, `deregister`, `expire_lease`, `slow_body` and `goaway`.
     pub server: Option<String>,
     /// For `slow_body`: how long the server holds back each response's body, ms (0: not at
     /// all).
@@ -434,6 +451,7 @@ impl Fault {
             Action::ExpireLease => "expire_lease",
             Action::Compact => "compact etcd",
             Action::SlowBody => "slow_body",
+            Action::GoAway => "goaway",
         };
         let mut line = what.to_owned();
         if let Some(host) = &self.host {
@@ -451,6 +469,9 @@ impl Fault {
         }
         if let Some(addresses) = &self.addresses {
             line.push_str(&format!(" [{}]", addresses.join(", ")));
+        }
+        if self.push == Some(false) {
+            line.push_str(" on the next re-resolution");
         }
         if let Some(ms) = self.delay_ms {
             line.push_str(&format!(" body +{ms}ms"));
@@ -575,6 +596,8 @@ impl Scenario {
                     port: spec.port,
                     register: spec.register.clone(),
                     body_delay_ms: spec.body_delay_ms,
+                    max_connection_age_ms: spec.max_connection_age_ms,
+                    max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
                 }),
                 Some(n) => servers.extend((1..=n).map(|i| {
                     let name = format!("{}{i}", spec.name);
@@ -584,6 +607,8 @@ impl Scenario {
                         port: spec.port,
                         register: spec.register.clone(),
                         body_delay_ms: spec.body_delay_ms,
+                        max_connection_age_ms: spec.max_connection_age_ms,
+                        max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
                     }
                 })),
             }
@@ -731,6 +756,31 @@ mod tests {
         let text = ETCD.replace("ttl_s = 2", "ttl = 2");
         let err = Scenario::parse("e.toml", &text).unwrap_err().to_string();
         assert!(err.contains("ttl"), "the error must name the unknown key: {err}");
+    }
+
+    #[test]
+    fn goaway_and_max_age_keys_are_checked_naming_the_server_and_the_key() {
+        let text = MINIMAL.replace("port = 9080", "port = 9080\nmax_connection_age_ms = 500");
+        let text = format!("{text}\n[[fault]]\nat_ms = 5\naction = \"goaway\"\nserver = \"a\"\n");
+        let scenario = Scenario::parse("g.toml", &text).unwrap();
+        assert_eq!(scenario.faults[0].action, Action::GoAway);
+        assert_eq!(scenario.server_list()[0].max_connection_age_ms, Some(500));
+
+        let too_young = MINIMAL.replace("port = 9080", "port = 9080\nmax_connection_age_ms = 5");
+        let err = Scenario::parse("g.toml", &too_young).unwrap_err().to_string();
+        assert!(err.contains("max_connection_age_ms"), "the error must name the key: {err}");
+        let grace_alone =
+            MINIMAL.replace("port = 9080", "port = 9080\nmax_connection_age_grace_ms = 5");
+        let err = Scenario::parse("g.toml", &grace_alone).unwrap_err().to_string();
+        assert!(err.contains("needs `max_connection_age_ms`"), "{err}");
+        let fault = |body: &str| format!("{MINIMAL}\n[[fault]]\nat_ms = 5\n{body}\n");
+        let err = Scenario::parse("g.toml", &fault("action = \"goaway\"")).unwrap_err();
+        assert!(err.to_string().contains("needs `server`"), "{err}");
+        let err = Scenario::parse("g.toml", &fault("action = \"goaway\"\nserver = \"zz\""));
+        assert!(err.unwrap_err().to_string().contains("no server is named \"zz\""));
+        let err =
+            Scenario::parse("g.toml", &fault("action = \"crash\"\nhost = \"a\"\npush = false"));
+        assert!(err.unwrap_err().to_string().contains("`push` goes with resolve only"));
     }
 
     #[test]

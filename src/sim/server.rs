@@ -14,7 +14,7 @@ use super::net::{RegisteredListener, SocketRegistry};
 use super::scenario::Server;
 use super::trace::{self, Trace};
 use crate::balancer::subchannel::lock;
-use crate::server::{BodyDelay, InstrumentedServer, ServerRecorder, ServerStats};
+use crate::server::{BodyDelay, GoAwayHandle, InstrumentedServer, ServerRecorder, ServerStats};
 
 /// One boot of one server: when it started (simulated time) and what it recorded.
 #[derive(Debug, Clone)]
@@ -81,6 +81,23 @@ impl BodyDelays {
     }
 }
 
+/// Each server's GOAWAY handle, by name: made once per run, fired by `goaway` faults, and
+/// handed to every boot of the server (a fault while its host is down reaches no connection).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct GoAways(Arc<BTreeMap<String, GoAwayHandle>>);
+
+impl GoAways {
+    /// One handle per server.
+    pub(crate) fn new(servers: &[Server]) -> Self {
+        Self(Arc::new(servers.iter().map(|s| (s.name.clone(), GoAwayHandle::new())).collect()))
+    }
+
+    /// The handle of server `name`; a server the run does not have gets one nothing serves.
+    pub(crate) fn of(&self, name: &str) -> GoAwayHandle {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+}
+
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
 /// What every server host shares: the server keep-alive, the boot record, the trace, the
@@ -92,6 +109,7 @@ pub(crate) struct HostContext {
     pub(crate) trace: Trace,
     pub(crate) etcd: Option<SimEtcd>,
     pub(crate) body_delays: BodyDelays,
+    pub(crate) goaways: GoAways,
 }
 
 /// The software of host `host`: what turmoil starts at first and again on every restart.
@@ -104,7 +122,7 @@ pub(crate) fn host_software(
 }
 
 async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmoil::Result {
-    let HostContext { keepalive, boots, trace, etcd, body_delays } = context;
+    let HostContext { keepalive, boots, trace, etcd, body_delays, goaways } = context;
     // Created here, inside the host, so the recorder's time zero is this boot's simulated time.
     let registry = SocketRegistry::start(&host, trace.clone());
     let mut serving = Vec::new();
@@ -125,7 +143,12 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
             accepted: Mutex::new(0),
         };
         let body_delay = body_delays.of(&server.name);
-        let mut instrumented = InstrumentedServer::new(recorder).shared_body_delay(body_delay);
+        let max_age = server.max_connection_age_ms.map(Duration::from_millis);
+        let grace = server.max_connection_age_grace_ms.map(Duration::from_millis);
+        let mut instrumented = InstrumentedServer::new(recorder)
+            .shared_body_delay(body_delay)
+            .shared_goaway(goaways.of(&server.name))
+            .max_connection_age(max_age, grace);
         if let Some(interval) = keepalive {
             instrumented = instrumented.http2_keepalive(interval, interval);
         }

@@ -1,12 +1,20 @@
-//! One connect attempt: dial, HTTP/2 handshake, and the wait for the server's preface.
+//! One connect attempt: dial, HTTP/2 handshake, and the wait for the server's preface; then the
+//! watch for the server's GOAWAY.
 //!
 //! hyper's `handshake` returns once our client preface is written; it says nothing about the
 //! server. A TCP peer that accepts and never speaks HTTP/2 would look connected and swallow every
 //! RPC sent to it. So the attempt is READY only when the server's first frame has been read, and
-//! RFC 9113 §3.4 requires that frame to be a SETTINGS frame on stream 0. hyper offers no hook for
-//! this, so [`PrefaceWatch`] wraps the connector's stream, watches the bytes hyper reads, and
-//! reports once the first 9-byte frame header has gone by. hyper still reads and handles every
-//! byte itself; the wrapper only looks.
+//! RFC 9113 §3.4 requires that frame to be a SETTINGS frame on stream 0. Nor does hyper say when
+//! a GOAWAY arrives: it only fails new streams, and ends the connection once the streams in
+//! flight are done, which may be the whole grace of a MAX_CONNECTION_AGE later. gRPC stops using
+//! a connection for new RPCs as soon as its GOAWAY is *received* (grpc-go's `handleGoAway`
+//! closes the transport's `goAway` channel and the `addrConn` goes IDLE at once).
+//!
+//! hyper offers no hook for either, so [`FrameWatch`] wraps the connector's stream, watches the
+//! bytes hyper reads, and follows the frame boundaries ([`FrameScanner`]): it parses each 9-byte
+//! frame header and skips the payload, keeping only the first bytes of a GOAWAY's. It reports
+//! the verdict on the first frame header, and the first GOAWAY. hyper still reads and handles
+//! every byte itself; the wrapper only looks.
 
 use std::io;
 use std::pin::Pin;
@@ -35,10 +43,25 @@ pub(super) struct Ended {
     pub(super) too_many_pings: bool,
 }
 
-/// A READY connection: its sender, and the task that drives it until it ends.
+/// A READY connection: its sender, the task that drives it until it ends, and the first GOAWAY
+/// the server sends on it.
 pub(super) struct Connected {
     pub(super) sender: SendRequest<tonic::body::Body>,
     pub(super) driver: JoinHandle<Ended>,
+    /// Resolves with the server's first GOAWAY; closed (an error) if the connection ends
+    /// without one.
+    pub(super) goaway: oneshot::Receiver<GoAway>,
+}
+
+/// A GOAWAY frame the server sent (RFC 9113 §6.8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct GoAway {
+    /// The last stream the server may have processed; ours above it were not.
+    pub(super) last_stream_id: u32,
+    /// The error code (0: NO_ERROR, a graceful shutdown).
+    pub(super) error_code: u32,
+    /// ENHANCE_YOUR_CALM with the debug data `too_many_pings` (gRFC A8).
+    pub(super) too_many_pings: bool,
 }
 
 /// Dials `addr`, performs the HTTP/2 handshake and waits for the server's preface, all within
@@ -60,7 +83,7 @@ pub(super) async fn connect(
     };
     let handshake_error =
         |reason: String| ConnectionError::Handshake { addr: addr.clone(), reason };
-    let (io, preface) = PrefaceWatch::new(io);
+    let (io, preface, goaway) = FrameWatch::new(io);
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     if let Some(keepalive) = &keepalive {
@@ -84,7 +107,7 @@ pub(super) async fn connect(
             Err(handshake_error("the connection ended before the server's preface".into()))
         }
         Ok(Ok(Err(reason))) => Err(handshake_error(reason)),
-        Ok(Ok(Ok(()))) => Ok(Connected { sender, driver: driver.disarm() }),
+        Ok(Ok(Ok(()))) => Ok(Connected { sender, driver: driver.disarm(), goaway }),
     }
 }
 
@@ -143,23 +166,124 @@ type PrefaceVerdict = Result<(), String>;
 const FRAME_HEADER_LEN: usize = 9;
 /// The SETTINGS frame type (RFC 9113 §6.5).
 const SETTINGS: u8 = 0x4;
+/// The GOAWAY frame type (RFC 9113 §6.8).
+const GOAWAY: u8 = 0x7;
 /// The SETTINGS ACK flag.
 const ACK: u8 = 0x1;
+/// ENHANCE_YOUR_CALM (RFC 9113 §7).
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+/// The debug data of grpc-go's GOAWAY for a client that PINGs too often (gRFC A8).
+const TOO_MANY_PINGS: &[u8] = b"too_many_pings";
+/// How much of a GOAWAY payload is kept: last-stream-id, error code, and enough debug data to
+/// recognise `too_many_pings`. The rest is skipped like any payload.
+const GOAWAY_KEPT: usize = 8 + TOO_MANY_PINGS.len();
 
-/// A stream that reports whether the server's first frame header, as hyper reads it, is the
-/// SETTINGS frame that must open the server's preface. After the verdict it only forwards.
-struct PrefaceWatch {
-    inner: BoxedIo,
-    header: [u8; FRAME_HEADER_LEN],
-    seen: usize,
-    verdict: Option<oneshot::Sender<PrefaceVerdict>>,
+/// What the scanner saw in the server's bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// The verdict on the first frame header.
+    Preface(PrefaceVerdict),
+    /// A complete GOAWAY frame on stream 0.
+    GoAway(GoAway),
 }
 
-impl PrefaceWatch {
-    fn new(inner: BoxedIo) -> (Self, oneshot::Receiver<PrefaceVerdict>) {
-        let (tx, rx) = oneshot::channel();
-        let watch = Self { inner, header: [0; FRAME_HEADER_LEN], seen: 0, verdict: Some(tx) };
-        (watch, rx)
+/// Follows HTTP/2 frame boundaries in the bytes a server sends: parses each frame header and
+/// skips its payload, keeping only the first [`GOAWAY_KEPT`] bytes of a GOAWAY's. Constant
+/// memory; the bytes may arrive split anywhere.
+#[derive(Debug, Default)]
+struct FrameScanner {
+    header: [u8; FRAME_HEADER_LEN],
+    /// Bytes of the current header read so far; the payload follows once it is complete.
+    seen: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// The start of the current GOAWAY's payload.
+    kept: Vec<u8>,
+    /// Frame headers completed so far.
+    frames: u64,
+}
+
+impl FrameScanner {
+    /// Takes in bytes just read and reports what they complete, in order.
+    fn feed(&mut self, mut bytes: &[u8], seen: &mut impl FnMut(Seen)) {
+        while !bytes.is_empty() {
+            if self.seen < FRAME_HEADER_LEN {
+                let take = bytes.len().min(FRAME_HEADER_LEN - self.seen);
+                self.header[self.seen..self.seen + take].copy_from_slice(&bytes[..take]);
+                self.seen += take;
+                bytes = &bytes[take..];
+                if self.seen < FRAME_HEADER_LEN {
+                    return;
+                }
+                if self.frames == 0 {
+                    seen(Seen::Preface(check_first_frame(&self.header)));
+                }
+                self.frames += 1;
+                self.payload_left =
+                    u32::from_be_bytes([0, self.header[0], self.header[1], self.header[2]])
+                        as usize;
+                self.kept.clear();
+            } else {
+                let take = bytes.len().min(self.payload_left);
+                if self.is_goaway() {
+                    let keep = take.min(GOAWAY_KEPT - self.kept.len());
+                    self.kept.extend_from_slice(&bytes[..keep]);
+                }
+                self.payload_left -= take;
+                bytes = &bytes[take..];
+            }
+            if self.payload_left == 0 {
+                self.end_frame(seen);
+            }
+        }
+    }
+
+    /// Whether the current frame is a GOAWAY on stream 0 (the only place it is valid).
+    fn is_goaway(&self) -> bool {
+        self.header[3] == GOAWAY && self.header[5..9] == [0, 0, 0, 0]
+    }
+
+    /// The current frame is complete: reports a GOAWAY, and starts the next header.
+    fn end_frame(&mut self, seen: &mut impl FnMut(Seen)) {
+        if self.is_goaway() && self.kept.len() >= 8 {
+            let word = |at: usize| {
+                u32::from_be_bytes([
+                    self.kept[at],
+                    self.kept[at + 1],
+                    self.kept[at + 2],
+                    self.kept[at + 3],
+                ])
+            };
+            let (last_stream_id, error_code) = (word(0) & 0x7fff_ffff, word(4));
+            let too_many_pings =
+                error_code == ENHANCE_YOUR_CALM && &self.kept[8..] == TOO_MANY_PINGS;
+            seen(Seen::GoAway(GoAway { last_stream_id, error_code, too_many_pings }));
+        }
+        self.seen = 0;
+    }
+}
+
+/// A stream that watches the frames the server sends, as hyper reads them: it reports whether
+/// the first frame header is the SETTINGS frame that must open the server's preface, and the
+/// first GOAWAY. It never changes a byte.
+struct FrameWatch {
+    inner: BoxedIo,
+    scanner: FrameScanner,
+    verdict: Option<oneshot::Sender<PrefaceVerdict>>,
+    goaway: Option<oneshot::Sender<GoAway>>,
+}
+
+impl FrameWatch {
+    fn new(inner: BoxedIo) -> (Self, oneshot::Receiver<PrefaceVerdict>, oneshot::Receiver<GoAway>) {
+        let (verdict_tx, verdict_rx) = oneshot::channel();
+        let (goaway_tx, goaway_rx) = oneshot::channel();
+        let watch = Self {
+            inner,
+            scanner: FrameScanner::default(),
+            verdict: Some(verdict_tx),
+            goaway: Some(goaway_tx),
+        };
+        (watch, verdict_rx, goaway_rx)
     }
 
     fn decide(&mut self, verdict: PrefaceVerdict) {
@@ -168,12 +292,26 @@ impl PrefaceWatch {
         }
     }
 
-    /// Takes in bytes just read; returns the verdict once the header is complete.
-    fn observe(&mut self, bytes: &[u8]) -> Option<PrefaceVerdict> {
-        let take = bytes.len().min(FRAME_HEADER_LEN - self.seen);
-        self.header[self.seen..self.seen + take].copy_from_slice(&bytes[..take]);
-        self.seen += take;
-        (self.seen == FRAME_HEADER_LEN).then(|| check_first_frame(&self.header))
+    /// Scans bytes just read; returns the reason to stop if the first frame is not HTTP/2's.
+    fn observe(&mut self, bytes: &[u8]) -> Option<String> {
+        let mut rejected = None;
+        let (verdict, goaway) = (&mut self.verdict, &mut self.goaway);
+        self.scanner.feed(bytes, &mut |seen| match seen {
+            Seen::Preface(result) => {
+                if let Err(reason) = &result {
+                    rejected = Some(reason.clone());
+                }
+                if let Some(tx) = verdict.take() {
+                    let _ = tx.send(result);
+                }
+            }
+            Seen::GoAway(frame) => {
+                if let Some(tx) = goaway.take() {
+                    let _ = tx.send(frame);
+                }
+            }
+        });
+        rejected
     }
 }
 
@@ -197,13 +335,13 @@ fn check_first_frame(header: &[u8; FRAME_HEADER_LEN]) -> PrefaceVerdict {
     Ok(())
 }
 
-impl Drop for PrefaceWatch {
+impl Drop for FrameWatch {
     fn drop(&mut self) {
         self.decide(Err("the connection ended before the server's preface".to_owned()));
     }
 }
 
-impl AsyncRead for PrefaceWatch {
+impl AsyncRead for FrameWatch {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -212,22 +350,19 @@ impl AsyncRead for PrefaceWatch {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if this.verdict.is_none() {
+        if this.verdict.is_none() && this.goaway.is_none() {
             return result;
         }
         match &result {
             Poll::Ready(Ok(())) if buf.filled().len() == before => {
                 this.decide(Err("the server closed the connection before its preface".into()));
             }
-            Poll::Ready(Ok(())) => match this.observe(&buf.filled()[before..]) {
-                None => {}
-                Some(Ok(())) => this.decide(Ok(())),
-                Some(Err(reason)) => {
-                    this.decide(Err(reason.clone()));
+            Poll::Ready(Ok(())) => {
+                if let Some(reason) = this.observe(&buf.filled()[before..]) {
                     // Stop hyper from reading on as if this were HTTP/2.
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, reason)));
                 }
-            },
+            }
             Poll::Ready(Err(error)) => {
                 this.decide(Err(format!("reading the server's preface failed: {error}")));
             }
@@ -237,7 +372,7 @@ impl AsyncRead for PrefaceWatch {
     }
 }
 
-impl AsyncWrite for PrefaceWatch {
+impl AsyncWrite for FrameWatch {
     crate::io::forward_async_write!(inner);
 }
 
@@ -258,13 +393,90 @@ mod tests {
         assert!(error.contains("not SETTINGS"), "an HTTP/1 reply must be named as such: {error}");
     }
 
+    /// Feeds `bytes` to a new scanner in pieces of `chunk` bytes; returns what it saw.
+    fn scan(bytes: &[u8], chunk: usize) -> Vec<Seen> {
+        let mut scanner = FrameScanner::default();
+        let mut seen = Vec::new();
+        for piece in bytes.chunks(chunk) {
+            scanner.feed(piece, &mut |s| seen.push(s));
+        }
+        seen
+    }
+
+    /// A frame: header for `kind` on `stream` with `payload`.
+    fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+        let mut bytes = vec![length[1], length[2], length[3], kind, 0];
+        bytes.extend_from_slice(&stream.to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    fn goaway_payload(last_stream_id: u32, error_code: u32, debug: &[u8]) -> Vec<u8> {
+        let mut payload = last_stream_id.to_be_bytes().to_vec();
+        payload.extend_from_slice(&error_code.to_be_bytes());
+        payload.extend_from_slice(debug);
+        payload
+    }
+
     #[test]
     fn the_header_is_recognised_when_it_arrives_a_byte_at_a_time() {
-        let (mut watch, _) = PrefaceWatch::new(Box::new(tokio::io::duplex(64).0));
         let header = [0u8, 0, 0, SETTINGS, 0, 0, 0, 0, 0];
-        for byte in &header[..8] {
-            assert_eq!(watch.observe(&[*byte]), None, "no verdict before 9 bytes");
+        assert_eq!(scan(&header[..8], 1), [], "no verdict before 9 bytes");
+        assert_eq!(scan(&header, 1), [Seen::Preface(Ok(()))]);
+    }
+
+    #[test]
+    fn a_goaway_after_other_frames_is_reported_however_the_bytes_are_split() {
+        let mut bytes = frame(SETTINGS, 0, &[0, 3, 0, 0, 0, 100]);
+        bytes.extend(frame(0x0, 1, &[7; 300])); // DATA, skipped
+        bytes.extend(frame(0x6, 0, &[1; 8])); // PING, skipped
+        bytes.extend(frame(GOAWAY, 0, &goaway_payload(0x7fff_ffff, 0, b"")));
+        bytes.extend(frame(GOAWAY, 0, &goaway_payload(5, 0, b"graceful")));
+        let expected = [
+            Seen::Preface(Ok(())),
+            Seen::GoAway(GoAway {
+                last_stream_id: 0x7fff_ffff,
+                error_code: 0,
+                too_many_pings: false,
+            }),
+            Seen::GoAway(GoAway { last_stream_id: 5, error_code: 0, too_many_pings: false }),
+        ];
+        for chunk in [1, 2, 9, 10, 64, bytes.len()] {
+            assert_eq!(
+                scan(&bytes, chunk),
+                expected,
+                "GOAWAY frames must be found when reads split the bytes every {chunk} bytes"
+            );
         }
-        assert_eq!(watch.observe(&header[8..]), Some(Ok(())));
+    }
+
+    #[test]
+    fn a_goaway_with_too_many_pings_is_recognised_and_long_debug_data_is_skipped() {
+        let mut bytes = frame(SETTINGS, 0, &[]);
+        let calm = goaway_payload(3, ENHANCE_YOUR_CALM, TOO_MANY_PINGS);
+        bytes.extend(frame(GOAWAY, 0, &calm));
+        let long = goaway_payload(3, ENHANCE_YOUR_CALM, &[b'x'; 5000]);
+        bytes.extend(frame(GOAWAY, 0, &long));
+        let seen = scan(&bytes, 1);
+        assert_eq!(
+            seen[1],
+            Seen::GoAway(GoAway {
+                last_stream_id: 3,
+                error_code: ENHANCE_YOUR_CALM,
+                too_many_pings: true
+            }),
+            "gRFC A8: ENHANCE_YOUR_CALM with too_many_pings must be recognised"
+        );
+        assert!(
+            matches!(&seen[2], Seen::GoAway(GoAway { too_many_pings: false, .. })),
+            "other debug data is not too_many_pings"
+        );
+        let on_stream = frame(GOAWAY, 1, &goaway_payload(3, 0, b""));
+        assert_eq!(
+            scan(&[frame(SETTINGS, 0, &[]), on_stream].concat(), 3).len(),
+            1,
+            "GOAWAY belongs on stream 0"
+        );
     }
 }

@@ -14,16 +14,23 @@
 //!   frame is not SETTINGS, or the connect timeout fires before the server has spoken; after the
 //!   backoff (initial 1 s, ×1.6, ±20 %, at most 120 s) → IDLE, so the policy decides whether to
 //!   retry.
-//! - READY → IDLE when the connection is lost (closed by the peer, GOAWAY, or killed by
-//!   keep-alive). A GOAWAY with ENHANCE_YOUR_CALM and `too_many_pings` doubles the keep-alive
-//!   interval of this subchannel's later connections (gRFC A8).
+//! - READY → IDLE as soon as the server's GOAWAY is *received* (MAX_CONNECTION_AGE, a server
+//!   shutting down): the end of that connection, not a failure, so no error and no backoff.
+//!   The connection stops taking new RPCs at once; streams at or below its last-stream-id
+//!   finish on it (it closes when they are done, or when the server's grace ends), streams
+//!   above it fail as unprocessed and the channel retries them transparently. The policy sees
+//!   IDLE, requests re-resolution and reconnects (at once, or on the next RPC for pick_first).
+//!   A GOAWAY with ENHANCE_YOUR_CALM and `too_many_pings` doubles the keep-alive interval of
+//!   this subchannel's later connections (gRFC A8).
+//! - READY → IDLE, with the error, when the connection is lost without a GOAWAY (closed by the
+//!   peer, reset, or killed by keep-alive).
 //! - Any state → SHUTDOWN when the last handle is dropped. RPCs already in flight on a READY
 //!   connection finish; the connection closes once they have.
 //!
 //! # Invariants
 //! - READY means the server has spoken HTTP/2; a TCP peer that never does stays CONNECTING
 //!   until the connect timeout (the one timeout that bounds dial, handshake and preface).
-//! - A sender is published (`Subchannel::sender`) only while READY.
+//! - A sender is published (`Subchannel::sender`) only while READY; never after a GOAWAY.
 //! - Every attempt ends within its timeout, and a failed or abandoned attempt closes its socket.
 //! - Every state change is delivered to the control task, in order, none lost: the event
 //!   channel is bounded (`STATE_EVENT_CAPACITY`) and the task waits for room.
@@ -302,33 +309,61 @@ impl Worker {
         self.report(ConnectivityState::Shutdown, None).await;
     }
 
-    /// READY: publishes the sender and waits until the connection ends (→ IDLE, returns true)
-    /// or the subchannel shuts down (returns false).
+    /// READY: publishes the sender and waits until the connection ends or the server sends
+    /// GOAWAY (→ IDLE, returns true) or the subchannel shuts down (returns false).
+    ///
+    /// A GOAWAY ends the connection's use at once, not when it closes: the sender is withdrawn
+    /// so no new RPC starts on it, and the subchannel reports IDLE (no error, no backoff) while
+    /// the streams in flight finish on the old connection, whose task runs on until it closes.
     async fn serve(&mut self, connected: Connected) -> bool {
+        let Connected { sender, mut driver, mut goaway } = connected;
         let Some(shared) = self.conn.upgrade() else { return false };
-        *lock(&shared.conn) = Some(connected.sender);
+        *lock(&shared.conn) = Some(sender);
         drop(shared);
         self.backoff.reset();
         self.report(ConnectivityState::Ready, None).await;
-        let wake = self.until_shutdown(connected.driver).await;
+        let end = async {
+            tokio::select! {
+                biased;
+                Ok(goaway) = &mut goaway => Err(goaway),
+                ended = &mut driver => Ok(ended),
+            }
+        };
+        let wake = self.until_shutdown(end).await;
         if let Some(shared) = self.conn.upgrade() {
             *lock(&shared.conn) = None;
         }
-        match wake {
-            Wake::Shutdown => false,
-            Wake::Done(ended) => {
-                let ended = ended.unwrap_or_else(|_| Ended {
-                    reason: "connection task ended".to_owned(),
-                    too_many_pings: false,
-                });
-                if ended.too_many_pings {
+        let ended = match wake {
+            Wake::Shutdown => return false,
+            Wake::Done(Err(goaway)) => {
+                tracing::debug!(
+                    subchannel = %self.id,
+                    addr = %self.addr,
+                    last_stream_id = goaway.last_stream_id,
+                    error_code = goaway.error_code,
+                    "server sent GOAWAY; streams in flight finish on the old connection"
+                );
+                if goaway.too_many_pings {
                     self.slow_down_keepalive();
                 }
-                let error = ConnectionError::Lost { addr: self.addr.clone(), reason: ended.reason };
-                self.report(ConnectivityState::Idle, Some(error)).await;
-                true
+                // Dropping the handle detaches the task: it drives the old connection until
+                // its last stream is done and it closes.
+                drop(driver);
+                self.report(ConnectivityState::Idle, None).await;
+                return true;
             }
+            Wake::Done(Ok(ended)) => ended,
+        };
+        let ended = ended.unwrap_or_else(|_| Ended {
+            reason: "connection task ended".to_owned(),
+            too_many_pings: false,
+        });
+        if ended.too_many_pings {
+            self.slow_down_keepalive();
         }
+        let error = ConnectionError::Lost { addr: self.addr.clone(), reason: ended.reason };
+        self.report(ConnectivityState::Idle, Some(error)).await;
+        true
     }
 
     /// gRFC A8: the server found our PINGs too frequent, so later connections PING half as

@@ -165,6 +165,7 @@ impl Scenario {
                     at_entry("server", i, Some("body_delay_ms"), what(), reason)
                 })?;
             }
+            self.validate_max_age(i, spec)?;
         }
         let w = &self.workload;
         key_range("workload.rpcs", w.rpcs, 1, MAX_RPCS, "")?;
@@ -172,6 +173,36 @@ impl Scenario {
         if self.faults.len() > MAX_FAULTS {
             let reason = format!("at most {MAX_FAULTS} faults, got {}", self.faults.len());
             return Err(at_entry("fault", MAX_FAULTS, None, "fault".into(), reason));
+        }
+        Ok(())
+    }
+
+    /// A server's `max_connection_age_ms` (at least [`MIN_MAX_CONNECTION_AGE_MS`], so a run
+    /// is not all reconnects) and `max_connection_age_grace_ms` (only beside it).
+    fn validate_max_age(&self, i: usize, spec: &super::ServerSpec) -> Checked {
+        let what = || format!("server {:?}", spec.name);
+        let limit = self.time_limit_ms;
+        if let Some(age) = spec.max_connection_age_ms {
+            range(
+                age,
+                MIN_MAX_CONNECTION_AGE_MS,
+                limit.max(MIN_MAX_CONNECTION_AGE_MS),
+                " (time_limit_ms)",
+            )
+            .map_err(|reason| {
+                let reason = format!("`max_connection_age_ms` {reason}");
+                at_entry("server", i, Some("max_connection_age_ms"), what(), reason)
+            })?;
+        }
+        if let Some(grace) = spec.max_connection_age_grace_ms {
+            let key = "max_connection_age_grace_ms";
+            if spec.max_connection_age_ms.is_none() {
+                let reason = format!("`{key}` needs `max_connection_age_ms`");
+                return Err(at_entry("server", i, Some(key), what(), reason));
+            }
+            range(grace, 1, limit, " (time_limit_ms)").map_err(|reason| {
+                at_entry("server", i, Some(key), what(), format!("`{key}` {reason}"))
+            })?;
         }
         Ok(())
     }
@@ -444,12 +475,16 @@ impl Scenario {
         }
         let needs_server = matches!(
             fault.action,
-            Action::Register | Action::Deregister | Action::ExpireLease | Action::SlowBody
+            Action::Register
+                | Action::Deregister
+                | Action::ExpireLease
+                | Action::SlowBody
+                | Action::GoAway
         );
         match (&fault.server, needs_server) {
             (None, true) => return Err(fail(None, "needs `server`".into())),
             (Some(_), false) => return Err(fail(Some("server"), "takes no `server`".into())),
-            (Some(name), true) if fault.action == Action::SlowBody => {
+            (Some(name), true) if matches!(fault.action, Action::SlowBody | Action::GoAway) => {
                 let known = self.server_list().iter().any(|s| s.name == *name);
                 if !known {
                     let reason = format!("no server is named {name:?}");
@@ -513,6 +548,9 @@ impl Scenario {
         if (fault.action == Action::Latency) != fault.latency_ms.is_some() {
             let reason = "`latency_ms` goes with action = \"latency\" only".into();
             return Err(fail(Some("latency_ms"), reason));
+        }
+        if fault.push.is_some() && fault.action != Action::Resolve {
+            return Err(fail(Some("push"), "`push` goes with resolve only".into()));
         }
         match (&fault.addresses, fault.action == Action::Resolve) {
             (None, true) => Err(fail(None, "needs `addresses`".into())),
@@ -585,6 +623,10 @@ fn check_addresses(list: &[String]) -> Result<(), String> {
 /// The most servers a scenario may run, after `count` expansion: each is a turmoil host that
 /// every simulated millisecond ticks.
 pub const MAX_SERVERS: usize = 64;
+
+/// The shortest `max_connection_age_ms` a scenario may set: below it a run would be mostly
+/// reconnects (each costs a few simulated round trips) rather than traffic.
+pub const MIN_MAX_CONNECTION_AGE_MS: u64 = 100;
 
 /// The most RPCs (`workload.rpcs`) a scenario may send.
 pub const MAX_RPCS: u32 = 20_000;

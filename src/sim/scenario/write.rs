@@ -74,7 +74,16 @@ fn write_etcd(w: &mut Writer, etcd: &EtcdSpec) {
 }
 
 fn write_server(w: &mut Writer, server: &ServerSpec) {
-    let ServerSpec { name, host, port, count, register, body_delay_ms } = server;
+    let ServerSpec {
+        name,
+        host,
+        port,
+        count,
+        register,
+        body_delay_ms,
+        max_connection_age_ms,
+        max_connection_age_grace_ms,
+    } = server;
     w.table("[[server]]");
     w.key("name", name);
     w.opt("host", host);
@@ -83,6 +92,8 @@ fn write_server(w: &mut Writer, server: &ServerSpec) {
     // An inline table: `RegisterSpec` leaves out its own defaults when serialised.
     w.opt("register", register);
     w.opt("body_delay_ms", body_delay_ms);
+    w.opt("max_connection_age_ms", max_connection_age_ms);
+    w.opt("max_connection_age_grace_ms", max_connection_age_grace_ms);
 }
 
 fn write_client(w: &mut Writer, client: &ClientSpec) {
@@ -145,8 +156,18 @@ fn write_network(w: &mut Writer, network: &Network) {
 }
 
 fn write_fault(w: &mut Writer, fault: &Fault) {
-    let Fault { at_ms, action, host, between, oneway, latency_ms, addresses, server, delay_ms } =
-        fault;
+    let Fault {
+        at_ms,
+        action,
+        host,
+        between,
+        oneway,
+        latency_ms,
+        addresses,
+        push,
+        server,
+        delay_ms,
+    } = fault;
     w.table("[[fault]]");
     w.key("at_ms", at_ms);
     w.key("action", action);
@@ -157,6 +178,7 @@ fn write_fault(w: &mut Writer, fault: &Fault) {
     w.opt("latency_ms", latency_ms);
     w.opt("delay_ms", delay_ms);
     w.opt("addresses", addresses);
+    w.opt("push", push);
 }
 
 fn write_expect(w: &mut Writer, expect: &Expect) {

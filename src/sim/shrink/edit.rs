@@ -103,11 +103,13 @@ fn expand_count_of(s: &mut Scenario, name: &str) {
         count: None,
         register: spec.register.clone(),
         body_delay_ms: spec.body_delay_ms,
+        max_connection_age_ms: spec.max_connection_age_ms,
+        max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
     });
     s.servers.splice(at..at, each);
 }
 
-/// Whether `fault` names `server` (a registration fault or `slow_body`).
+/// Whether `fault` names `server` (a registration fault, `slow_body` or `goaway`).
 fn names_server(fault: &Fault, server: &str) -> bool {
     fault.server.as_deref() == Some(server)
 }

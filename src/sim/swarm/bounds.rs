@@ -13,6 +13,14 @@
 //! `restart_all_ms` where the liveness bound starts, so every RPC the bounds below count on is
 //! answered at once; before that, `deadlines` is what it tests, and it disqualifies a seed
 //! from `max_failed` like any fault that is not a crash.
+//!
+//! A `goaway` fault needs no bound either: it ends connections without failing anything (the
+//! subchannel goes IDLE and reconnects at once; streams the server did not process are retried
+//! transparently), so it is allowed beside the crashes of a `max_failed = 0` seed. A
+//! MAX_CONNECTION_AGE keeps replacing connections through the quiet period, so the bounds that
+//! count connections or measure a split over it (`connections_after`, `weights`) and the final
+//! state (pick_first is IDLE between a GOAWAY and the next RPC) are left out for those seeds;
+//! liveness and `max_failed` still hold: no RPC may fail because a connection aged.
 
 use std::collections::BTreeMap;
 
@@ -144,6 +152,14 @@ pub(super) fn expect(s: &Scenario, facts: &Facts) -> Expect {
     e.weights = Some(weights);
     e.settle_ms = Some(live);
     e.tolerance = Some(tolerance);
+    if s.servers.iter().any(|sv| sv.max_connection_age_ms.is_some()) {
+        e.connections_after = None;
+        e.connections_after_ms = None;
+        e.weights = None;
+        e.settle_ms = None;
+        e.tolerance = None;
+        e.final_state = None;
+    }
     // Failover: a focused seed's crash cuts the first listed host off while another listed
     // host stays up and untouched until the heal. pick_first must serve from another host
     // within the bound (it served from the first host before: the crash comes at least 200 ms
@@ -159,9 +175,9 @@ pub(super) fn expect(s: &Scenario, facts: &Facts) -> Expect {
     // RPC per worker, but the retry finds the restarted servers as soon as they reconnect.
     if facts.retry && facts.round_robin && facts.discovery == Discovery::Pass {
         let random: Vec<_> = s.faults.iter().filter(|f| f.at_ms < facts.heal_ms).collect();
-        let only_server_faults = random
-            .iter()
-            .all(|f| matches!(f.action, Action::Crash | Action::Restart | Action::Bounce));
+        let only_server_faults = random.iter().all(|f| {
+            matches!(f.action, Action::Crash | Action::Restart | Action::Bounce | Action::GoAway)
+        });
         let touched: std::collections::BTreeSet<&str> =
             random.iter().filter_map(|f| f.host.as_deref()).collect();
         let listed_hosts: std::collections::BTreeSet<String> = facts
@@ -171,7 +187,10 @@ pub(super) fn expect(s: &Scenario, facts: &Facts) -> Expect {
             .map(|sv| sv.host.clone().unwrap_or_else(|| sv.name.clone()))
             .collect();
         let untouched = listed_hosts.iter().filter(|h| !touched.contains(h.as_str())).count();
-        if only_server_faults && touched.len() <= 1 && untouched >= 1 && listed_hosts.len() >= 2 {
+        // A random phase of GOAWAYs alone touches no host: it must lose nothing either.
+        let only_goaways = !random.is_empty() && random.iter().all(|f| f.action == Action::GoAway);
+        let one_crashed = touched.len() <= 1 && untouched >= 1 && listed_hosts.len() >= 2;
+        if only_goaways || (only_server_faults && one_crashed) {
             e.max_failed = Some(0);
         }
     }

@@ -3,7 +3,8 @@
 //! Order of the draws: fault kinds switched on, servers, target, client settings, network,
 //! the random fault phase, the heal, then (from the bounds) the workload's size and the time
 //! limit. Changing the order changes every seed's scenario, so append new draws at the end of
-//! their step.
+//! their step. The draws added later (GOAWAY faults, MAX_CONNECTION_AGE) come from a second
+//! stream of the same seed (`extra`), so they left every earlier draw as it was.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -153,6 +154,29 @@ pub(super) fn generate(seed: u64) -> Generated {
         // Room after the failover bound for RPCs to show where they went.
         heal_ms = heal_ms.max(focus.at_ms + focus.failover_ms + 1000);
     }
+    let mut extra = ChaCha8Rng::seed_from_u64(seed);
+    extra.set_stream(1);
+    if focus.is_none() {
+        let world = World { servers: &servers, discovery, listed: &listed };
+        let goaways = goaways(&mut extra, &world, &mut kinds, start_ms + 100, faults_end);
+        // In half the seeds where a retry policy makes every other loss recoverable, the
+        // GOAWAYs are the whole random phase, so `bounds` can demand that nothing is lost.
+        let alone = discovery == Discovery::Pass && round_robin && retry;
+        if !goaways.is_empty() && alone && extra.random_bool(0.5) {
+            faults = goaways;
+            kinds = vec![Action::GoAway];
+        } else {
+            faults.extend(goaways);
+            faults.sort_by_key(|f| f.at_ms);
+        }
+    }
+    // Not with etcd: a crashing server host's own connections to etcd (its registration)
+    // close in tokio task-id order, which the socket registry does not pin down yet, and the
+    // extra tasks of aging connections made that order differ between two runs of one seed
+    // in the same process.
+    if discovery != Discovery::Etcd {
+        max_age(&mut extra, &mut servers);
+    }
     let mut scenario = Scenario {
         path: PathBuf::from(format!("swarm/swarm-{seed}")),
         regression_seeds: Vec::new(),
@@ -186,6 +210,44 @@ pub(super) fn generate(seed: u64) -> Generated {
     scenario.time_limit_ms = bounds::time_limit_ms(&scenario, &facts);
     scenario.expect = bounds::expect(&scenario, &facts);
     Generated { scenario, kinds, heal_ms }
+}
+
+/// In half the seeds `goaway` is switched on: 1–3 GOAWAYs from listed servers at times in
+/// `from..=until`, merged into the random phase in time order (a GOAWAY is never a
+/// disruption: it must lose no RPC).
+fn goaways(
+    extra: &mut ChaCha8Rng,
+    world: &World<'_>,
+    kinds: &mut Vec<Action>,
+    from: u64,
+    until: u64,
+) -> Vec<Fault> {
+    if !extra.random_bool(0.5) {
+        return Vec::new();
+    }
+    kinds.push(Action::GoAway);
+    (0..extra.random_range(1..=3))
+        .map(|_| {
+            let (i, _) = world.listed[extra.random_range(0..world.listed.len())];
+            let server = Some(world.servers[i].name.clone());
+            Fault { server, ..fault(extra.random_range(from..=until), Action::GoAway) }
+        })
+        .collect()
+}
+
+/// In a quarter of the seeds every server has a MAX_CONNECTION_AGE of 0.5–1.5 s, with a grace
+/// of 0.5–1 s or none, so connections keep being replaced through the whole run, heal and
+/// quiet period included.
+fn max_age(extra: &mut ChaCha8Rng, servers: &mut [ServerSpec]) {
+    if !extra.random_bool(0.25) {
+        return;
+    }
+    let age = extra.random_range(5..=15) * 100;
+    let grace = extra.random_bool(0.5).then(|| extra.random_range(5..=10) * 100);
+    for server in servers {
+        server.max_connection_age_ms = Some(age);
+        server.max_connection_age_grace_ms = grace;
+    }
 }
 
 /// The focused crash of the first listed server's host at `at_ms`, if another listed server
@@ -229,6 +291,8 @@ fn servers(rng: &mut ChaCha8Rng) -> Vec<ServerSpec> {
             count: None,
             register: None,
             body_delay_ms: None,
+            max_connection_age_ms: None,
+            max_connection_age_grace_ms: None,
         });
     }
     out
@@ -381,6 +445,7 @@ fn fault(at_ms: u64, action: Action) -> Fault {
         oneway: false,
         latency_ms: None,
         addresses: None,
+        push: None,
         server: None,
         delay_ms: None,
     }
@@ -432,6 +497,9 @@ fn random_phase(
                 f.server = Some(registering[rng.random_range(0..registering.len())].clone());
             }
             Action::Compact => {}
+            Action::GoAway => {
+                f.server = Some(registering[rng.random_range(0..registering.len())].clone());
+            }
             Action::SlowBody => {
                 // 0..=2 s, against a workload deadline of 0.3..=1.5 s: sometimes the body
                 // comes in time, sometimes the deadline must cut it off.
@@ -530,5 +598,31 @@ fn workload(rng: &mut ChaCha8Rng, s: &Scenario, facts: &Facts, start_ms: u64) ->
         wait_for_ready: rng.random_bool(0.3),
         pacing_ms,
         start_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn some_seeds_send_goaways_or_age_connections_and_some_of_those_must_lose_nothing() {
+        let (mut goaway_seeds, mut aging_seeds, mut lossless_goaway_seeds) = (0, 0, 0);
+        for seed in 0..150 {
+            let generated = generate(seed);
+            let s = &generated.scenario;
+            let goaways = s.faults.iter().filter(|f| f.action == Action::GoAway).count();
+            assert_eq!(
+                goaways > 0,
+                generated.kinds.contains(&Action::GoAway),
+                "seed {seed}: goaway faults come exactly when the kind is switched on"
+            );
+            goaway_seeds += usize::from(goaways > 0);
+            lossless_goaway_seeds += usize::from(goaways > 0 && s.expect.max_failed == Some(0));
+            aging_seeds += usize::from(s.servers.iter().any(|v| v.max_connection_age_ms.is_some()));
+        }
+        assert!(goaway_seeds > 30, "goaway must be common: {goaway_seeds} of 150 seeds");
+        assert!(aging_seeds > 15, "max age must be common: {aging_seeds} of 150 seeds");
+        assert!(lossless_goaway_seeds > 0, "some goaway seeds must also demand max_failed = 0");
     }
 }
