@@ -421,3 +421,42 @@ async fn the_server_refuses_a_tls_client_that_does_not_offer_alpn_h2() {
         .await;
     assert_eq!(server.handshakes.completed(), 0);
 }
+
+/// Regression: every request went out with `:scheme` `http`, even over TLS, where gRPC clients
+/// send `https` (RFC 9113 §8.3.1; grpc-go does).
+#[tokio::test]
+async fn rpcs_over_tls_carry_the_https_scheme() {
+    use anchorage::server::Listener;
+    let ca = Ca::new("test CA");
+    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let port = tcp.local_addr().unwrap().port();
+    let listener = TlsListener::new(tcp, &server_config(&ca.server(&["localhost"]))).unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let (io, _) = listener.accept().await.expect("one TLS connection");
+        let seen_tx = std::sync::Mutex::new(Some(seen_tx));
+        let service = hyper::service::service_fn(move |request: http::Request<_>| {
+            let scheme = request.uri().scheme_str().map(str::to_owned);
+            if let Some(tx) = seen_tx.lock().unwrap().take() {
+                let _ = tx.send(scheme);
+            }
+            let _body: hyper::body::Incoming = request.into_body();
+            let response = http::Response::builder()
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "12")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+            .await
+    });
+    let target = format!("pass:///localhost:{port}");
+    let mut client = EchoClient::new(channel(Channel::builder(target).tls(trusting(&ca))));
+    let status = echo(&mut client).await.expect_err("the test server answers UNIMPLEMENTED");
+    assert_eq!(status.code(), Code::Unimplemented, "the request must reach the server: {status:?}");
+    let scheme = seen_rx.await.expect("the server saw a request");
+    assert_eq!(scheme.as_deref(), Some("https"), "an RPC over TLS must carry :scheme https");
+    server.abort();
+}

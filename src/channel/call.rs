@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame};
 use hyper::client::conn::http2::SendRequest;
@@ -189,7 +189,7 @@ impl Call<'_> {
     /// the remaining deadline and, after the first, the number of previous attempts.
     fn request(&self, parts: &http::request::Parts, attempt: u32) -> Request<tonic::body::Body> {
         let mut request =
-            attempt_request(parts, &self.shared.authority, self.replay.attempt(), self.deadline);
+            attempt_request(parts, &self.shared.origin, self.replay.attempt(), self.deadline);
         request.headers_mut().remove(PREVIOUS_ATTEMPTS);
         if attempt > 1 {
             request.headers_mut().insert(PREVIOUS_ATTEMPTS, HeaderValue::from(attempt - 1));
@@ -429,10 +429,10 @@ impl Body for ResponseBody {
 }
 
 /// The request for one attempt: the caller's method, path and headers, addressed to
-/// `authority`, with the remaining deadline.
+/// `origin`'s scheme and authority, with the remaining deadline.
 fn attempt_request(
     parts: &http::request::Parts,
-    authority: &Authority,
+    origin: &super::Origin,
     body: tonic::body::Body,
     deadline: Option<Instant>,
 ) -> Request<tonic::body::Body> {
@@ -440,8 +440,8 @@ fn attempt_request(
     *request.method_mut() = parts.method.clone();
     *request.headers_mut() = parts.headers.clone();
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(authority.clone());
+    uri.scheme = Some(origin.scheme.clone());
+    uri.authority = Some(origin.authority.clone());
     uri.path_and_query =
         Some(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
     *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| parts.uri.clone());

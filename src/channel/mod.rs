@@ -35,7 +35,8 @@
 //! and custom resolvers, `host:port` for `dns` (port 443 unless given), the first item's
 //! `host:port` for `pass`, the service name for `etcd`. It is computed once, when the channel is
 //! built; a default that is no valid authority has each character an authority cannot hold replaced
-//! by `_` (`a:9080#2` becomes `a_9080_2`).
+//! by `_` (`a:9080#2` becomes `a_9080_2`). Its `:scheme` is `https` on a channel with
+//! [`ChannelBuilder::tls`], `http` otherwise.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -478,7 +479,13 @@ impl ChannelBuilder {
                 config: config_rx,
                 rng: Mutex::new(call_rng),
                 retry_buffer: self.retry_buffer,
-                authority,
+                origin: Origin {
+                    scheme: match self.tls {
+                        Some(_) => http::uri::Scheme::HTTPS,
+                        None => http::uri::Scheme::HTTP,
+                    },
+                    authority,
+                },
                 throttles: throttle::Throttles::default(),
                 mutant: self.mutant,
                 dropped: Mutex::default(),
@@ -503,8 +510,8 @@ struct Shared {
     config: watch::Receiver<Arc<ServiceConfig>>,
     rng: Mutex<ChaCha8Rng>,
     retry_buffer: usize,
-    /// Every RPC's `:authority`.
-    authority: Authority,
+    /// Every RPC's `:scheme` and `:authority`.
+    origin: Origin,
     /// The retry throttling bucket (gRFC A6).
     throttles: throttle::Throttles,
     /// The deliberate defect switched on, if any.
@@ -512,6 +519,13 @@ struct Shared {
     /// Mutant DropOneRpcPerCrash: per subchannel, when it last failed an RPC on purpose.
     dropped: Mutex<std::collections::BTreeMap<SubchannelId, tokio::time::Instant>>,
     _close: oneshot::Sender<()>,
+}
+
+/// Every RPC's `:scheme` (`https` over TLS, as gRPC clients send, else `http`) and `:authority`.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: Authority,
 }
 
 impl fmt::Debug for Channel {
