@@ -52,6 +52,7 @@ mod accept;
 mod deadline;
 mod echo;
 mod fallback;
+mod health;
 pub(crate) mod http2;
 mod listener;
 mod recorder;
@@ -62,6 +63,7 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
+pub use health::{HEALTH_WATCH_METHOD, HealthStatus, UnknownServingStatus, parse_serving_status};
 use http2::Http2Config;
 pub use listener::{Incoming, Listener};
 pub use recorder::{
@@ -130,6 +132,7 @@ pub struct InstrumentedServer {
     handshake_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     body_delay: BodyDelay,
+    health: HealthStatus,
 }
 
 impl InstrumentedServer {
@@ -142,7 +145,24 @@ impl InstrumentedServer {
             handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             body_delay: BodyDelay::default(),
+            health: HealthStatus::default(),
         }
+    }
+
+    /// Serves `grpc.health.v1.Health` from `health`: whoever holds a clone (the `Admin`
+    /// service's `SetHealth` RPC does too) changes what `Check` and `Watch` report while the server runs, and
+    /// a server restarted with the same handle keeps the statuses.
+    ///
+    /// Default: a table of its own with everything SERVING.
+    #[must_use]
+    pub fn health(mut self, health: HealthStatus) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The handle to this server's health statuses.
+    pub fn health_status(&self) -> &HealthStatus {
+        &self.health
     }
 
     /// Closes a connection that has not sent the whole HTTP/2 client preface within `timeout`
@@ -260,6 +280,7 @@ impl InstrumentedServer {
             handshake_timeout,
             idle_timeout,
             body_delay,
+            health,
         } = self;
         let name = recorder.name().to_owned();
         let accepting = recorder.clone();
@@ -269,7 +290,9 @@ impl InstrumentedServer {
             })
         });
 
-        let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server());
+        let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server())
+            .add_service(health.clone().into_admin_server(name.clone()))
+            .add_service(health.into_server());
         let routes = tonic::service::Routes::from(
             routes.prepare().into_axum_router().fallback_service(Fallback::new(recorder.clone())),
         );
