@@ -1,4 +1,5 @@
 //! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
+//! [--health STATUS]
 //! [--register --service S [--etcd ENDPOINTS] [--ttl SECONDS] [--advertise ADDR]]`: runs one
 //! instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
 //!
@@ -24,8 +25,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints, EtcdClient};
+use anchorage::health_pb::health_check_response::ServingStatus;
 use anchorage::registry::{EtcdRegistrar, Registration};
-use anchorage::server::{InstrumentedServer, ServerRecorder};
+use anchorage::server::{HealthStatus, InstrumentedServer, ServerRecorder};
 
 use super::common::{error_chain, init_tracing, parse_bounded_duration, print_line, stop_signal};
 use tokio::net::TcpListener;
@@ -74,6 +76,14 @@ pub(crate) struct Args {
     /// The address to register instead of the bound one (needed when listening on 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "register")]
     advertise: Option<String>,
+    /// The initial grpc.health.v1 status of the server and its Echo service: SERVING or
+    /// NOT_SERVING; `anchorage health ADDR --set` changes it while the server runs.
+    #[arg(long, value_name = "STATUS", default_value = "SERVING", value_parser = parse_health)]
+    health: ServingStatus,
+}
+
+fn parse_health(text: &str) -> Result<ServingStatus, String> {
+    anchorage::server::parse_serving_status(text).map_err(|err| err.to_string())
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -133,7 +143,8 @@ async fn serve(args: Args) -> Result<(), String> {
     };
     let server = InstrumentedServer::new(ServerRecorder::new(args.name))
         .handshake_timeout(Some(args.handshake_timeout))
-        .idle_timeout(Some(args.idle_timeout));
+        .idle_timeout(Some(args.idle_timeout))
+        .health(HealthStatus::new(args.health));
     let stats = server.serve(listener, stop).await;
     print_line(&stats.to_json())
 }
