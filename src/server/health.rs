@@ -99,6 +99,18 @@ impl HealthStatus {
         previous
     }
 
+    /// Sets the status of every service the table knows, in one change.
+    pub fn set_all(&self, status: ServingStatus) {
+        self.statuses.send_if_modified(|statuses| {
+            let mut changed = false;
+            for old in statuses.values_mut() {
+                changed |= *old != status;
+                *old = status;
+            }
+            changed
+        });
+    }
+
     /// The status of `service`, `None` when the server does not know it.
     pub fn get(&self, service: &str) -> Option<ServingStatus> {
         self.statuses.borrow().get(service).copied()

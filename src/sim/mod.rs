@@ -306,6 +306,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
         sim.host(etcd.spec.host.as_str(), etcd.host_software(trace.clone()));
     }
     let body_delays = server::BodyDelays::new(&servers);
+    let healths = server::Healths::new(&servers);
     let context = server::HostContext {
         keepalive: scenario
             .client
@@ -316,6 +317,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
         trace: trace.clone(),
         etcd: etcd.clone(),
         body_delays: body_delays.clone(),
+        healths: healths.clone(),
     };
     for host in scenario.hosts() {
         let on_host: Vec<_> = servers.iter().filter(|s| s.host == host).cloned().collect();
@@ -354,6 +356,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
                 manual: manual.as_ref(),
                 etcd: etcd.as_ref(),
                 body_delays: &body_delays,
+                healths: &healths,
             };
             faults::apply(&mut sim, fault, targets, &trace);
             applied.push(faults::Applied { at: sim.elapsed(), fault: fault.clone() });

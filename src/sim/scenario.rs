@@ -116,6 +116,21 @@ pub struct ServerSpec {
     /// Sends each response's headers at once and its body (message and trailers) this many ms
     /// later: a server that commits to an answer, then stalls. Default: no delay.
     pub body_delay_ms: Option<u64>,
+    /// Its `grpc.health.v1` service at boot: `serving` (the default), `not_serving`, or
+    /// `unimplemented` (Watch answers UNIMPLEMENTED, so clients do not health-check it).
+    pub health: Option<ServerHealth>,
+}
+
+/// How a scenario server's health service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerHealth {
+    /// Every service SERVING.
+    Serving,
+    /// Every service NOT_SERVING.
+    NotServing,
+    /// `Watch` answers UNIMPLEMENTED; `Check` answers SERVING.
+    Unimplemented,
 }
 
 /// One server after `count` expansion.
@@ -131,6 +146,8 @@ pub struct Server {
     pub register: Option<RegisterSpec>,
     /// How long it holds back each response's body after the headers, ms.
     pub body_delay_ms: Option<u64>,
+    /// Its health service at boot (default: serving).
+    pub health: Option<ServerHealth>,
 }
 
 impl Server {
@@ -369,6 +386,11 @@ pub enum Action {
     /// From now on, a server sends each response's headers at once and its body `delay_ms`
     /// later (0: at once again); the delay outlives restarts of its host.
     SlowBody,
+    /// A server's health service reports NOT_SERVING for `service` (default: every service it
+    /// knows); the status outlives restarts of its host.
+    Unhealthy,
+    /// A server's health service reports SERVING again for `service` (default: every service).
+    Healthy,
 }
 
 /// A `[[fault]]`.
@@ -391,8 +413,12 @@ pub struct Fault {
     pub latency_ms: Option<u64>,
     /// For `resolve`: the new address list (same syntax as `client.manual_addresses`).
     pub addresses: Option<Vec<String>>,
-    /// The server, for `register`, `deregister`, `expire_lease` and `slow_body`.
+    /// The server, for `register`, `deregister`, `expire_lease`, `slow_body`, `unhealthy` and
+    /// `healthy`.
     pub server: Option<String>,
+    /// For `unhealthy` and `healthy`: the health service name to change (empty: the whole
+    /// server). Default: every service the server knows.
+    pub service: Option<String>,
     /// For `slow_body`: how long the server holds back each response's body, ms (0: not at
     /// all).
     pub delay_ms: Option<u64>,
@@ -434,6 +460,8 @@ impl Fault {
             Action::ExpireLease => "expire_lease",
             Action::Compact => "compact etcd",
             Action::SlowBody => "slow_body",
+            Action::Unhealthy => "unhealthy",
+            Action::Healthy => "healthy",
         };
         let mut line = what.to_owned();
         if let Some(host) = &self.host {
@@ -454,6 +482,9 @@ impl Fault {
         }
         if let Some(ms) = self.delay_ms {
             line.push_str(&format!(" body +{ms}ms"));
+        }
+        if let Some(service) = &self.service {
+            line.push_str(&format!(" service {service:?}"));
         }
         line
     }
@@ -500,6 +531,9 @@ pub struct Expect {
     pub final_state: Option<String>,
     /// Per server: no RPC that starts at or after this simulated time (ms) is served by it.
     pub no_rpcs_after_ms: Option<BTreeMap<String, u64>>,
+    /// After each `unhealthy` fault, no successful RPC that starts this long after it (and
+    /// before the server's next `healthy`) is served by that server (gRFC A17).
+    pub unhealthy_gets_no_rpcs_after_ms: Option<u64>,
     /// Per server: connections it accepts at or after `connections_after_ms`, exactly.
     pub connections_after: Option<BTreeMap<String, u64>>,
     /// When `connections_after` starts counting, simulated ms. Default 0.
@@ -575,6 +609,7 @@ impl Scenario {
                     port: spec.port,
                     register: spec.register.clone(),
                     body_delay_ms: spec.body_delay_ms,
+                    health: spec.health,
                 }),
                 Some(n) => servers.extend((1..=n).map(|i| {
                     let name = format!("{}{i}", spec.name);
@@ -584,6 +619,7 @@ impl Scenario {
                         port: spec.port,
                         register: spec.register.clone(),
                         body_delay_ms: spec.body_delay_ms,
+                        health: spec.health,
                     }
                 })),
             }

@@ -74,7 +74,7 @@ fn write_etcd(w: &mut Writer, etcd: &EtcdSpec) {
 }
 
 fn write_server(w: &mut Writer, server: &ServerSpec) {
-    let ServerSpec { name, host, port, count, register, body_delay_ms } = server;
+    let ServerSpec { name, host, port, count, register, body_delay_ms, health } = server;
     w.table("[[server]]");
     w.key("name", name);
     w.opt("host", host);
@@ -83,6 +83,7 @@ fn write_server(w: &mut Writer, server: &ServerSpec) {
     // An inline table: `RegisterSpec` leaves out its own defaults when serialised.
     w.opt("register", register);
     w.opt("body_delay_ms", body_delay_ms);
+    w.opt("health", health);
 }
 
 fn write_client(w: &mut Writer, client: &ClientSpec) {
@@ -145,13 +146,24 @@ fn write_network(w: &mut Writer, network: &Network) {
 }
 
 fn write_fault(w: &mut Writer, fault: &Fault) {
-    let Fault { at_ms, action, host, between, oneway, latency_ms, addresses, server, delay_ms } =
-        fault;
+    let Fault {
+        at_ms,
+        action,
+        host,
+        between,
+        oneway,
+        latency_ms,
+        addresses,
+        server,
+        delay_ms,
+        service,
+    } = fault;
     w.table("[[fault]]");
     w.key("at_ms", at_ms);
     w.key("action", action);
     w.opt("host", host);
     w.opt("server", server);
+    w.opt("service", service);
     w.opt("between", between);
     w.key_unless("oneway", oneway, &false);
     w.opt("latency_ms", latency_ms);
@@ -177,6 +189,7 @@ fn write_expect(w: &mut Writer, expect: &Expect) {
         liveness_within_ms,
         final_state,
         no_rpcs_after_ms,
+        unhealthy_gets_no_rpcs_after_ms,
         connections_after,
         connections_after_ms,
         unresolved_by_ms,
@@ -208,6 +221,7 @@ fn write_expect(w: &mut Writer, expect: &Expect) {
     w.opt("liveness_within_ms", liveness_within_ms);
     w.opt("final_state", final_state);
     w.opt("no_rpcs_after_ms", no_rpcs_after_ms);
+    w.opt("unhealthy_gets_no_rpcs_after_ms", unhealthy_gets_no_rpcs_after_ms);
     w.opt("unresolved_by_ms", unresolved_by_ms);
     w.opt("final_addresses", final_addresses);
     w.opt("min_compacted_rereads", min_compacted_rereads);

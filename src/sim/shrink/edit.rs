@@ -103,6 +103,7 @@ fn expand_count_of(s: &mut Scenario, name: &str) {
         count: None,
         register: spec.register.clone(),
         body_delay_ms: spec.body_delay_ms,
+        health: spec.health,
     });
     s.servers.splice(at..at, each);
 }

@@ -229,6 +229,7 @@ fn servers(rng: &mut ChaCha8Rng) -> Vec<ServerSpec> {
             count: None,
             register: None,
             body_delay_ms: None,
+            health: None,
         });
     }
     out
@@ -383,6 +384,7 @@ fn fault(at_ms: u64, action: Action) -> Fault {
         addresses: None,
         server: None,
         delay_ms: None,
+        service: None,
     }
 }
 
@@ -428,7 +430,11 @@ fn random_phase(
                 f.latency_ms = Some(rng.random_range(0..=100));
             }
             Action::Resolve => f.addresses = Some(variant(rng, &full)),
-            Action::Register | Action::Deregister | Action::ExpireLease => {
+            Action::Register
+            | Action::Deregister
+            | Action::ExpireLease
+            | Action::Unhealthy
+            | Action::Healthy => {
                 f.server = Some(registering[rng.random_range(0..registering.len())].clone());
             }
             Action::Compact => {}
