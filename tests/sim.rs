@@ -63,6 +63,7 @@ scenarios!(
     etcd_late_registration,
     etcd_lease_expiry,
     etcd_outage,
+    health_checking,
     hold_and_oneway_partition,
     notes_example_without_count,
     original_notes_client,
