@@ -3,7 +3,8 @@
 //! Order of the draws: fault kinds switched on, servers, target, client settings, network,
 //! the random fault phase, the heal, then (from the bounds) the workload's size and the time
 //! limit. Changing the order changes every seed's scenario, so append new draws at the end of
-//! their step.
+//! their step. Health checking is drawn from a second stream of the same seed ([`health`]),
+//! so adding it left every other draw, and every seed without it, as it was.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -56,6 +57,9 @@ pub(super) struct Facts {
     pub(super) listed: Vec<(String, u32)>,
     pub(super) round_robin: bool,
     pub(super) retry: bool,
+    /// The client checks health (`healthCheckConfig`) and the random phase may make servers
+    /// NOT_SERVING.
+    pub(super) health: bool,
     /// When the heal phase starts (everything repaired, released, restarted, resolved).
     pub(super) heal_ms: u64,
     /// When every server host is restarted at once, the last fault of the run.
@@ -153,6 +157,18 @@ pub(super) fn generate(seed: u64) -> Generated {
         // Room after the failover bound for RPCs to show where they went.
         heal_ms = heal_ms.max(focus.at_ms + focus.failover_ms + 1000);
     }
+    let mut client = client;
+    let health = round_robin && focus.is_none() && health_drawn(seed);
+    if health {
+        let unhealthy = health_phase(seed, &servers, &listed, start_ms + 100, faults_end);
+        faults.extend(unhealthy);
+        faults.sort_by_key(|f| f.at_ms);
+        kinds.extend([Action::Unhealthy, Action::Healthy]);
+        client.service_config = client.service_config.map(|config| {
+            let body = config.strip_suffix('}').unwrap_or(&config).to_owned();
+            format!(r#"{body},"healthCheckConfig":{{"serviceName":""}}}}"#)
+        });
+    }
     let mut scenario = Scenario {
         path: PathBuf::from(format!("swarm/swarm-{seed}")),
         regression_seeds: Vec::new(),
@@ -172,6 +188,7 @@ pub(super) fn generate(seed: u64) -> Generated {
         listed: listed_names,
         round_robin,
         retry,
+        health,
         heal_ms,
         restart_all_ms: 0,
         focus,
@@ -186,6 +203,43 @@ pub(super) fn generate(seed: u64) -> Generated {
     scenario.time_limit_ms = bounds::time_limit_ms(&scenario, &facts);
     scenario.expect = bounds::expect(&scenario, &facts);
     Generated { scenario, kinds, heal_ms }
+}
+
+/// The second stream of `seed`'s draws: health checking's, kept apart so that the main stream
+/// is the same with or without it.
+fn health_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
+}
+
+/// Whether a round_robin seed checks health: half of them.
+fn health_drawn(seed: u64) -> bool {
+    health_rng(seed).random_bool(0.5)
+}
+
+/// 1–3 `unhealthy` faults on listed servers at times in `from..=until` (the heal makes each of
+/// them healthy again), each followed, half the time, by a `healthy` before the heal.
+fn health_phase(
+    seed: u64,
+    servers: &[ServerSpec],
+    listed: &[(usize, u32)],
+    from: u64,
+    until: u64,
+) -> Vec<Fault> {
+    let mut rng = health_rng(seed);
+    let _ = rng.random_bool(0.5); // the draw of `health_drawn`
+    let mut out = Vec::new();
+    for _ in 0..rng.random_range(1..=3) {
+        let server = servers[listed[rng.random_range(0..listed.len())].0].name.clone();
+        let at_ms = rng.random_range(from..=until);
+        out.push(Fault { server: Some(server.clone()), ..fault(at_ms, Action::Unhealthy) });
+        if rng.random_bool(0.5) {
+            let back = rng.random_range(at_ms..=until);
+            out.push(Fault { server: Some(server), ..fault(back, Action::Healthy) });
+        }
+    }
+    out
 }
 
 /// The focused crash of the first listed server's host at `at_ms`, if another listed server
@@ -453,6 +507,7 @@ fn random_phase(
 /// The heal: at `heal_ms` every link the random phase touched is repaired (both ways),
 /// released and given the network's greatest latency again, etcd and every crashed host are
 /// restarted, every slowed server sends bodies at once again (`slow_body` with `delay_ms = 0`),
+/// every server made NOT_SERVING is `healthy` again,
 /// every registering server registers again and the manual resolver sends the full list; at
 /// `restart_all_ms` every server host is restarted at once.
 fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
@@ -462,9 +517,13 @@ fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     let mut latencies: BTreeSet<[String; 2]> = BTreeSet::new();
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     let mut slowed: BTreeSet<String> = BTreeSet::new();
+    let mut unhealthy: BTreeSet<String> = BTreeSet::new();
     for f in random {
         if let (Action::SlowBody, Some(server)) = (f.action, &f.server) {
             slowed.insert(server.clone());
+        }
+        if let (Action::Unhealthy, Some(server)) = (f.action, &f.server) {
+            unhealthy.insert(server.clone());
         }
         if let Some([a, b]) = &f.between {
             let pair = if a <= b { [a.clone(), b.clone()] } else { [b.clone(), a.clone()] };
@@ -498,6 +557,9 @@ fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     for server in slowed {
         let delay_ms = Some(0);
         out.push(Fault { server: Some(server), delay_ms, ..fault(at, Action::SlowBody) });
+    }
+    for server in unhealthy {
+        out.push(Fault { server: Some(server), ..fault(at, Action::Healthy) });
     }
     if facts.discovery == Discovery::Etcd {
         for (name, _) in &facts.listed {
@@ -536,5 +598,48 @@ fn workload(rng: &mut ChaCha8Rng, s: &Scenario, facts: &Facts, start_ms: u64) ->
         wait_for_ready: rng.random_bool(0.3),
         pacing_ms,
         start_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn has_health_config(s: &Scenario) -> bool {
+        s.client.service_config.as_deref().is_some_and(|c| c.contains("healthCheckConfig"))
+    }
+
+    #[test]
+    fn some_round_robin_seeds_check_health_and_every_unhealthy_server_is_healed() {
+        let mut with_health = 0;
+        for seed in 0..150 {
+            let generated = generate(seed);
+            let s = &generated.scenario;
+            let unhealthy: Vec<&Fault> =
+                s.faults.iter().filter(|f| f.action == Action::Unhealthy).collect();
+            if unhealthy.is_empty() {
+                assert!(!has_health_config(s), "seed {seed}: health checking without faults");
+                continue;
+            }
+            with_health += 1;
+            assert!(has_health_config(s), "seed {seed}: unhealthy faults need healthCheckConfig");
+            let config = s.client.service_config.as_deref().unwrap_or_default();
+            let parsed = crate::service_config::ServiceConfig::parse(config)
+                .unwrap_or_else(|e| panic!("seed {seed}: {config} must parse: {e}"));
+            assert!(parsed.health_check().is_some(), "seed {seed}: health checking must be on");
+            for f in unhealthy {
+                let healed = s.faults.iter().any(|h| {
+                    h.action == Action::Healthy
+                        && h.server == f.server
+                        && h.at_ms == generated.heal_ms
+                });
+                assert!(healed, "seed {seed}: {} must be healthy again at the heal", f.describe());
+                assert!(f.at_ms < generated.heal_ms, "seed {seed}: unhealthy only before the heal");
+            }
+        }
+        assert!(
+            with_health >= 10,
+            "health checking must be drawn in some seeds, got {with_health}"
+        );
     }
 }
