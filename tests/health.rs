@@ -161,3 +161,47 @@ async fn a_server_whose_watch_is_unimplemented_stays_in_rotation() {
         "gRFC A17: UNIMPLEMENTED disables checking, so b must keep its share"
     );
 }
+
+/// Regression: a server woke its Watch streams on a status change in an order drawn from
+/// tokio's unseeded thread RNG (`tokio::sync::watch` spreads waiters over shards at random), so
+/// with several connections to one server the order in which its subchannels left READY changed
+/// from run to run with the same seed.
+#[test]
+fn a_health_status_change_replays_byte_identically_with_the_same_seed() {
+    let text = r#"
+[[server]]
+name = "a"
+port = 9080
+[[server]]
+name = "b"
+port = 9080
+[client]
+target = "pass:///a:9080#4,b:9080#4"
+service_config = '{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{}}'
+[workload]
+rpcs = 200
+concurrency = 2
+pacing_ms = 5
+[[fault]]
+at_ms = 300
+action = "unhealthy"
+server = "b"
+[[fault]]
+at_ms = 600
+action = "healthy"
+server = "b"
+"#;
+    let scenario = anchorage::sim::scenario::Scenario::parse("health_replay.toml", text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for seed in 0..2 {
+        let first = anchorage::sim::run(&scenario, seed);
+        assert!(first.trace.contains("NOT_SERVING"), "the run must see b go NOT_SERVING");
+        for _ in 0..3 {
+            let again = anchorage::sim::run(&scenario, seed);
+            assert_eq!(
+                first.trace, again.trace,
+                "seed {seed}: the same seed must give a byte-identical trace"
+            );
+        }
+    }
+}

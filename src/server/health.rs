@@ -18,8 +18,9 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
@@ -50,8 +51,32 @@ pub const HEALTH_WATCH_METHOD: &str = "/grpc.health.v1.Health/Watch";
 /// ```
 #[derive(Debug, Clone)]
 pub struct HealthStatus {
-    statuses: Arc<watch::Sender<BTreeMap<String, ServingStatus>>>,
+    table: Arc<Table>,
     watch_unimplemented: Arc<AtomicBool>,
+}
+
+/// The statuses and the wake-up of their watchers. `Notify` wakes its waiters in the order
+/// they registered, so a simulated server answers its Watch streams in an order its seed
+/// decides (`tokio::sync::watch` spreads waiters over shards chosen at random).
+#[derive(Debug)]
+struct Table {
+    statuses: std::sync::Mutex<BTreeMap<String, ServingStatus>>,
+    changed: Notify,
+}
+
+impl Table {
+    /// Changes the statuses with `change`, which returns whether anything changed; watchers are
+    /// woken if so.
+    fn modify(&self, change: impl FnOnce(&mut BTreeMap<String, ServingStatus>) -> bool) {
+        let changed = change(&mut crate::balancer::subchannel::lock(&self.statuses));
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn get(&self, service: &str) -> Option<ServingStatus> {
+        crate::balancer::subchannel::lock(&self.statuses).get(service).copied()
+    }
 }
 
 impl Default for HealthStatus {
@@ -67,7 +92,10 @@ impl HealthStatus {
         let statuses =
             BTreeMap::from([(String::new(), initial), (ECHO_SERVICE.to_owned(), initial)]);
         Self {
-            statuses: Arc::new(watch::Sender::new(statuses)),
+            table: Arc::new(Table {
+                statuses: std::sync::Mutex::new(statuses),
+                changed: Notify::new(),
+            }),
             watch_unimplemented: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -91,7 +119,7 @@ impl HealthStatus {
     /// (`SERVICE_UNKNOWN` when it was new). Open `Watch` streams for it see the change at once.
     pub fn set(&self, service: &str, status: ServingStatus) -> ServingStatus {
         let mut previous = ServingStatus::ServiceUnknown;
-        self.statuses.send_if_modified(|statuses| {
+        self.table.modify(|statuses| {
             let old = statuses.insert(service.to_owned(), status);
             previous = old.unwrap_or(ServingStatus::ServiceUnknown);
             old != Some(status)
@@ -101,7 +129,7 @@ impl HealthStatus {
 
     /// Sets the status of every service the table knows, in one change.
     pub fn set_all(&self, status: ServingStatus) {
-        self.statuses.send_if_modified(|statuses| {
+        self.table.modify(|statuses| {
             let mut changed = false;
             for old in statuses.values_mut() {
                 changed |= *old != status;
@@ -113,7 +141,7 @@ impl HealthStatus {
 
     /// The status of `service`, `None` when the server does not know it.
     pub fn get(&self, service: &str) -> Option<ServingStatus> {
-        self.statuses.borrow().get(service).copied()
+        self.table.get(service)
     }
 
     /// The service wrapped for a tonic server.
@@ -186,41 +214,57 @@ impl Health for HealthService {
             return Err(Status::unimplemented("health: this server does not implement Watch"));
         }
         let service = request.into_inner().service;
-        let mut changes = self.health.statuses.subscribe();
-        let stream = async_stream(move |tx| async move {
-            let mut last = None;
-            loop {
-                let status = {
-                    let statuses = changes.borrow_and_update();
-                    statuses.get(&service).copied().unwrap_or(ServingStatus::ServiceUnknown)
-                };
-                if last != Some(status) {
-                    last = Some(status);
-                    let reply = HealthCheckResponse { status: status.into() };
-                    if tx.send(Ok(reply)).await.is_err() {
-                        return;
-                    }
-                }
-                // The sender lives as long as the table; an error means it is gone.
-                if changes.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(stream))
+        let stream =
+            ServiceWatch { table: self.health.table.clone(), service, last: None, next: None };
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
-/// A stream fed by a task that `body` runs; the task ends when the stream is dropped (its next
-/// send fails) or when `body` returns.
-fn async_stream<F, Fut>(body: F) -> WatchStream
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<HealthCheckResponse, Status>>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(body(tx));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+/// The replies of one `Watch`: the service's status now, then each change, read in the
+/// handler's own task. No task is spawned for it: a spawned task would be dropped with its
+/// host in an order the simulation does not control (DESIGN §3), and it ends when the client
+/// goes away.
+struct ServiceWatch {
+    table: Arc<Table>,
+    service: String,
+    /// The status last sent.
+    last: Option<ServingStatus>,
+    /// The wait for a status other than `last`.
+    next: Option<Pin<Box<dyn Future<Output = ServingStatus> + Send>>>,
+}
+
+/// The first status of `service` in `table` that is not `last`: now, or after a change.
+async fn next_status(
+    table: Arc<Table>,
+    service: String,
+    last: Option<ServingStatus>,
+) -> ServingStatus {
+    loop {
+        // Registered before reading, so a change between the read and the wait is not missed.
+        let changed = table.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let status = table.get(&service).unwrap_or(ServingStatus::ServiceUnknown);
+        if last != Some(status) {
+            return status;
+        }
+        changed.await;
+    }
+}
+
+impl Stream for ServiceWatch {
+    type Item = Result<HealthCheckResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.next.get_or_insert_with(|| {
+            Box::pin(next_status(this.table.clone(), this.service.clone(), this.last))
+        });
+        let status = std::task::ready!(next.as_mut().poll(cx));
+        this.next = None;
+        this.last = Some(status);
+        Poll::Ready(Some(Ok(HealthCheckResponse { status: status.into() })))
+    }
 }
 
 /// A health status name that is not one of `grpc.health.v1`'s.
