@@ -49,3 +49,10 @@ pub mod tls;
 pub mod pb {
     tonic::include_proto!("anchorage.echo.v1");
 }
+
+/// Generated code for the standard `grpc.health.v1` health service (gRFC A17): the client stub
+/// the subchannels' health watch uses and the server stub instrumented servers implement.
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations)]
+pub mod health_pb {
+    tonic::include_proto!("grpc.health.v1");
+}

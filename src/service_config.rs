@@ -31,8 +31,12 @@
 //! ## Choices where gRPC leaves room
 //! - Unknown fields are ignored at every level (top level, method configs, retry policies, a
 //!   policy's own config such as `round_robin`'s), as gRPC does for forward compatibility. That
-//!   includes fields this crate does not implement: `healthCheckConfig`,
-//!   `maxRequestMessageBytes`, `maxResponseMessageBytes`.
+//!   includes fields this crate does not implement: `maxRequestMessageBytes`,
+//!   `maxResponseMessageBytes`.
+//! - `healthCheckConfig` (gRFC A17) turns on client-side health checking for policies that
+//!   honour it (`round_robin`): it must be an object, and its `serviceName`, when present, a
+//!   string. An absent or empty `serviceName` checks the server's overall health (the empty
+//!   service name of `grpc.health.v1`), as grpc-go reads it.
 //! - `retryThrottling` (gRFC A6) is one token bucket per channel: it starts full at `maxTokens`
 //!   (an integer in `1..=1000`); every attempt that fails with a code its method's
 //!   `retryableStatusCodes` lists takes one token, every RPC that ends OK gives back `tokenRatio`
@@ -104,6 +108,7 @@ pub struct ServiceConfig {
     load_balancing: LoadBalancingConfig,
     methods: MethodTable,
     retry_throttling: Option<RetryThrottling>,
+    health_check: Option<HealthCheckConfig>,
 }
 
 impl ServiceConfig {
@@ -121,7 +126,14 @@ impl ServiceConfig {
         let load_balancing = load_balancing(top)?;
         let methods = optional(top, "", "methodConfig", method_table)?.unwrap_or_default();
         let retry_throttling = optional(top, "", "retryThrottling", retry_throttling)?;
-        Ok(Self { load_balancing, methods, retry_throttling })
+        let health_check = optional(top, "", "healthCheckConfig", health_check_config)?;
+        Ok(Self { load_balancing, methods, retry_throttling, health_check })
+    }
+
+    /// `healthCheckConfig` (gRFC A17), if the config sets it: client-side health checking is
+    /// on for the policies that ask for it.
+    pub fn health_check(&self) -> Option<&HealthCheckConfig> {
+        self.health_check.as_ref()
     }
 
     /// The load-balancing policy to use: the first supported entry of `loadBalancingConfig`, else
@@ -155,6 +167,9 @@ impl ServiceConfig {
         }
         if let Some(throttling) = &self.retry_throttling {
             top.insert("retryThrottling".into(), throttling.to_json());
+        }
+        if let Some(health) = &self.health_check {
+            top.insert("healthCheckConfig".into(), json!({ "serviceName": health.service_name }));
         }
         Value::Object(top)
     }
@@ -312,6 +327,22 @@ pub struct RetryThrottling {
 impl RetryThrottling {
     fn to_json(self) -> Value {
         json!({ "maxTokens": self.max_tokens, "tokenRatio": self.token_ratio })
+    }
+}
+
+/// A validated gRFC A17 `healthCheckConfig`: which service's health a subchannel watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthCheckConfig {
+    /// The service name sent in `grpc.health.v1.HealthCheckRequest`; empty means the server's
+    /// overall health.
+    pub service_name: String,
+}
+
+impl HealthCheckConfig {
+    /// A config that watches `service_name` (empty: the server's overall health).
+    pub fn new(service_name: impl Into<String>) -> Self {
+        Self { service_name: service_name.into() }
     }
 }
 
@@ -894,6 +925,12 @@ fn retry_throttling(value: &Value, path: &str) -> Parsed<RetryThrottling> {
     })
 }
 
+fn health_check_config(value: &Value, path: &str) -> Parsed<HealthCheckConfig> {
+    let health = object(value, path)?;
+    let service_name = optional(health, path, "serviceName", string)?.unwrap_or_default();
+    Ok(HealthCheckConfig::new(service_name))
+}
+
 fn method_config(entry: &Map<String, Value>, path: &str) -> Parsed<MethodConfig> {
     let timeout = optional(entry, path, "timeout", duration)?;
     let wait_for_ready = optional(entry, path, "waitForReady", boolean)?;
@@ -1084,6 +1121,42 @@ mod tests {
         );
         assert_eq!(field(object, "timeout"), Some(("Timeout", &json!("1s"))), "case is ignored");
         assert_eq!(field(object, "waitForReady"), None, "null means absent");
+    }
+
+    #[test]
+    fn health_check_config_names_the_watched_service_and_an_empty_name_means_the_whole_server() {
+        let cases = [
+            (r#"{"healthCheckConfig":{"serviceName":"echo"}}"#, Some("echo")),
+            (r#"{"healthCheckConfig":{"serviceName":""}}"#, Some("")),
+            (r#"{"healthCheckConfig":{}}"#, Some("")),
+            (r#"{"healthCheckConfig":null}"#, None),
+            (r#"{}"#, None),
+        ];
+        for (json, expected) in cases {
+            let config = ServiceConfig::parse(json).expect("a valid config");
+            let name = config.health_check().map(|h| h.service_name.as_str());
+            assert_eq!(name, expected, "{json} must turn health checking on for {expected:?}");
+            let again = ServiceConfig::parse(&config.to_string()).expect("canonical form parses");
+            assert_eq!(again, config, "the canonical form of {json} must keep healthCheckConfig");
+        }
+    }
+
+    #[test]
+    fn a_bad_health_check_config_is_an_error_naming_its_path_never_a_silent_default() {
+        let cases = [
+            (r#"{"healthCheckConfig":"echo"}"#, "healthCheckConfig"),
+            (r#"{"healthCheckConfig":[]}"#, "healthCheckConfig"),
+            (r#"{"healthCheckConfig":{"serviceName":7}}"#, "healthCheckConfig.serviceName"),
+            (r#"{"healthCheckConfig":{"serviceName":{}}}"#, "healthCheckConfig.serviceName"),
+        ];
+        for (json, path) in cases {
+            let error = ServiceConfig::parse(json).expect_err("a bad healthCheckConfig");
+            assert_eq!(error.path(), path, "{json} must be rejected at {path}");
+            assert!(
+                matches!(error.kind(), ServiceConfigErrorKind::WrongType { .. }),
+                "{json} must be rejected as a wrong type, got {error}"
+            );
+        }
     }
 
     #[test]

@@ -65,6 +65,7 @@ scenarios!(
     etcd_outage,
     goaway_under_load,
     goaway_under_load_pick_first,
+    health_checking,
     hold_and_oneway_partition,
     max_age_follows_resolver,
     notes_example_without_count,

@@ -28,7 +28,9 @@ pub mod pick_first;
 pub mod round_robin;
 pub mod subchannel;
 
-pub use subchannel::{ConnectionError, Subchannel, SubchannelConfig, SubchannelId};
+pub use subchannel::{
+    ConnectionError, Subchannel, SubchannelConfig, SubchannelId, SubchannelOptions,
+};
 
 /// gRPC connectivity states (gRPC's `connectivity-semantics-and-api.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
@@ -120,9 +122,15 @@ pub struct PickerUpdate {
 /// keep it. Every call returns at once; effects (a subchannel's first state, a re-resolution)
 /// arrive later as new events.
 pub trait ChannelController {
-    /// Creates a subchannel in IDLE for `address`. It connects only when asked
-    /// ([`Subchannel::connect`]) and shuts down when its last handle is dropped.
-    fn new_subchannel(&mut self, address: &Address) -> Subchannel;
+    /// Creates a subchannel in IDLE for `address` with default [`SubchannelOptions`]. It
+    /// connects only when asked ([`Subchannel::connect`]) and shuts down when its last handle
+    /// is dropped.
+    fn new_subchannel(&mut self, address: &Address) -> Subchannel {
+        self.new_subchannel_with(address, SubchannelOptions::default())
+    }
+    /// [`new_subchannel`](Self::new_subchannel) with `options`, such as client-side health
+    /// checking (gRFC A17).
+    fn new_subchannel_with(&mut self, address: &Address, options: SubchannelOptions) -> Subchannel;
     /// Publishes a new picker and aggregate state; RPCs waiting in the queue re-pick with it.
     fn update_picker(&mut self, update: PickerUpdate);
     /// Asks the resolver to resolve again (a hint; see [`crate::resolver::Resolver::resolve_now`]).

@@ -447,6 +447,16 @@ mod tests {
     }
 
     #[test]
+    fn pick_first_never_asks_for_health_checks_as_grpc_go() {
+        let (_policy, cc) = given_list(&["a:1", "b:1"]);
+        assert!(
+            cc.options.iter().all(|o| !o.health_check),
+            "pick_first must ignore healthCheckConfig (DESIGN §2.4), got {:?}",
+            cc.options
+        );
+    }
+
+    #[test]
     fn pick_first_connects_only_the_first_address_and_queues_meanwhile() {
         let (_policy, mut cc) = given_list(&["a:1", "b:1"]);
         assert_eq!(

@@ -8,6 +8,12 @@
 //! enters or leaves READY. Subchannels that go IDLE (a lost connection, or the end of a backoff)
 //! reconnect at once.
 //!
+//! # Health checking
+//! Subchannels are created with health checks asked for (gRFC A17): with a `healthCheckConfig`
+//! in the service config, a subchannel whose server is not SERVING reports TRANSIENT_FAILURE
+//! although its connection stays up, so it leaves the picker (and, being sticky, stays out
+//! while its health stream reopens) until it reports READY again.
+//!
 //! # Aggregate state
 //! Each subchannel has an *effective* state: what it last reported, except that once it has
 //! reported TRANSIENT_FAILURE it counts as TRANSIENT_FAILURE until it is READY again, even
@@ -33,7 +39,7 @@ use rand::Rng;
 
 use super::{
     BadResolverState, ChannelController, ConnectionError, ConnectivityState, LbPolicy, PickInfo,
-    PickResult, Picker, PickerUpdate, Subchannel, SubchannelState,
+    PickResult, Picker, PickerUpdate, Subchannel, SubchannelOptions, SubchannelState,
 };
 use crate::address::{Address, AddressMap, CONNECTION_INDEX, dedup_with_mutant};
 use crate::mutant::{self, Mutant};
@@ -174,7 +180,9 @@ impl LbPolicy for RoundRobin {
                 }
             }
             let entry = old.remove(&address).unwrap_or_else(|| {
-                let subchannel = controller.new_subchannel(&address);
+                // gRFC A17: round_robin honours healthCheckConfig (pick_first does not).
+                let options = SubchannelOptions::with_health_check();
+                let subchannel = controller.new_subchannel_with(&address, options);
                 subchannel.connect();
                 Entry { subchannel, state: Idle, sticky_failure: false }
             });
@@ -273,6 +281,34 @@ mod tests {
     fn move_to(policy: &mut RoundRobin, cc: &mut RecordingController, id: u64, s: SubchannelState) {
         let sc = cc.subchannel(id);
         policy.subchannel_update(&sc, &s, cc);
+    }
+
+    #[test]
+    fn round_robin_asks_every_subchannel_for_health_checks() {
+        let (_policy, cc) = given_list(&["a:1#0", "a:1#1", "b:1#0"]);
+        assert!(
+            cc.options.iter().all(|o| o.health_check),
+            "round_robin must honour healthCheckConfig (gRFC A17), got {:?}",
+            cc.options
+        );
+    }
+
+    /// A61's sticky TRANSIENT_FAILURE holds for health too: a subchannel whose server went
+    /// NOT_SERVING stays out of the picker while its health stream reopens (CONNECTING), and
+    /// rejoins when SERVING again.
+    #[test]
+    fn round_robin_drops_an_unhealthy_subchannel_from_the_picker_until_it_is_serving_again() {
+        let (mut policy, mut cc) = given_list(&["a:1", "b:1"]);
+        move_to(&mut policy, &mut cc, 0, state(Ready));
+        move_to(&mut policy, &mut cc, 1, state(Ready));
+        move_to(&mut policy, &mut cc, 1, state(TransientFailure));
+        assert_eq!(cc.picks(3), ["sc0"; 3], "an unhealthy subchannel must get no RPCs");
+        move_to(&mut policy, &mut cc, 1, state(Connecting));
+        assert_eq!(cc.picks(3), ["sc0"; 3], "nor while its health stream reopens");
+        move_to(&mut policy, &mut cc, 1, state(Ready));
+        let mut picks = cc.picks(4);
+        picks.sort();
+        assert_eq!(picks, ["sc0", "sc0", "sc1", "sc1"], "a healthy one gets its share again");
     }
 
     #[test]

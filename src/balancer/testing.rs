@@ -17,6 +17,8 @@ pub(crate) struct RecordingController {
     next_id: u64,
     /// Every subchannel created, by id.
     pub(crate) subchannels: Vec<Subchannel>,
+    /// The options each subchannel was created with, by id.
+    pub(crate) options: Vec<SubchannelOptions>,
     /// The last picker published.
     pub(crate) picker: Option<PickerUpdate>,
     rng: ChaCha8Rng,
@@ -28,6 +30,7 @@ impl RecordingController {
             log: Arc::default(),
             next_id: 0,
             subchannels: Vec::new(),
+            options: Vec::new(),
             picker: None,
             rng: ChaCha8Rng::seed_from_u64(0),
         }
@@ -62,10 +65,11 @@ impl RecordingController {
 }
 
 impl ChannelController for RecordingController {
-    fn new_subchannel(&mut self, address: &Address) -> Subchannel {
+    fn new_subchannel_with(&mut self, address: &Address, options: SubchannelOptions) -> Subchannel {
         let sc = Subchannel::recording(self.next_id, address.clone(), self.log.clone());
         self.next_id += 1;
         lock(&self.log).push(format!("new {} {address}", sc.id()));
+        self.options.push(options);
         self.subchannels.push(sc.clone());
         sc
     }

@@ -31,7 +31,7 @@ use crate::address::Address;
 use crate::balancer::subchannel::{self, StateEvent, WeakSubchannel};
 use crate::balancer::{
     ChannelController, ConnectivityState, IdleExit, LbPolicy, PickerUpdate, Subchannel,
-    SubchannelConfig, SubchannelId, policy_with_mutant,
+    SubchannelConfig, SubchannelId, SubchannelOptions, policy_with_mutant,
 };
 use crate::connector::Connector;
 use crate::mutant::Mutant;
@@ -77,6 +77,8 @@ pub(super) struct Controller {
     pub(super) resolve_now: bool,
     pub(super) rng: ChaCha8Rng,
     pub(super) config: Arc<SubchannelConfig>,
+    /// The channel's current service config, for subchannels that check health (gRFC A17).
+    pub(super) service_config: subchannel::ConfigWatch,
     pub(super) connector: Arc<dyn Connector>,
     pub(super) state_tx: mpsc::Sender<StateEvent>,
     pub(super) events: EventSink,
@@ -92,7 +94,7 @@ pub(super) struct Controller {
 }
 
 impl ChannelController for Controller {
-    fn new_subchannel(&mut self, address: &Address) -> Subchannel {
+    fn new_subchannel_with(&mut self, address: &Address, options: SubchannelOptions) -> Subchannel {
         let id = SubchannelId(self.next_id);
         self.next_id += 1;
         let seed = self.rng.next_u64();
@@ -103,6 +105,7 @@ impl ChannelController for Controller {
             self.connector.clone(),
             self.state_tx.clone(),
             seed,
+            options.health_check.then(|| self.service_config.clone()),
         );
         self.subchannels.insert(id, (sc.downgrade(), self.calling));
         self.events.emit(ChannelEvent::SubchannelCreated { id, address: address.clone() });

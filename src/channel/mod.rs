@@ -452,6 +452,7 @@ impl ChannelBuilder {
             resolve_now: false,
             rng,
             config: Arc::new(subchannel_config),
+            service_config: config_rx.clone(),
             connector,
             state_tx,
             events: self.events,

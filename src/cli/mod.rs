@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod audit;
 mod audit_serve;
 mod common;
+mod health;
 mod mutants;
 mod probe;
 mod register;
@@ -40,6 +41,8 @@ enum Command {
     Serve(serve::Args),
     /// Register an address in etcd under a kept-alive lease until Ctrl-C; then revoke it.
     Register(register::Args),
+    /// Read or change the health status a running instrumented server reports.
+    Health(health::Args),
 }
 
 impl Cli {
@@ -54,6 +57,7 @@ impl Cli {
             Command::Mutants(args) => mutants::run(args),
             Command::Serve(args) => serve::run(args),
             Command::Register(args) => register::run(args),
+            Command::Health(args) => health::run(args),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! `anchorage serve [--listen ADDR] [--name NAME] [--for DURATION] [--allow-remote]
-//! [--max-connection-age AGE [--max-connection-age-grace GRACE]]
+//! [--max-connection-age AGE [--max-connection-age-grace GRACE]] [--health STATUS]
 //! [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 //! [--register --service S [--etcd ENDPOINTS] [--etcd-ca FILE] [--ttl SECONDS] [--advertise ADDR]]`:
 //! runs one instrumented `Echo` server over real TCP until Ctrl-C, SIGTERM or `--for` elapses.
@@ -36,8 +36,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anchorage::etcd::{DEFAULT_ENDPOINT, Endpoints};
+use anchorage::health_pb::health_check_response::ServingStatus;
 use anchorage::registry::{EtcdRegistrar, Registration};
-use anchorage::server::{InstrumentedServer, ServerRecorder, TlsListener};
+use anchorage::server::{HealthStatus, InstrumentedServer, ServerRecorder, TlsListener};
 use anchorage::tls::ServerTlsConfig;
 
 use super::common::{
@@ -103,6 +104,14 @@ pub(crate) struct Args {
     /// The address to register instead of the bound one (needed when listening on 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "register")]
     advertise: Option<String>,
+    /// The initial grpc.health.v1 status of the server and its Echo service: SERVING or
+    /// NOT_SERVING; `anchorage health ADDR --set` changes it while the server runs.
+    #[arg(long, value_name = "STATUS", default_value = "SERVING", value_parser = parse_health)]
+    health: ServingStatus,
+}
+
+fn parse_health(text: &str) -> Result<ServingStatus, String> {
+    anchorage::server::parse_serving_status(text).map_err(|err| err.to_string())
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -170,7 +179,8 @@ async fn serve(args: Args, tls: Option<ServerTlsConfig>) -> Result<(), String> {
     let server = InstrumentedServer::new(ServerRecorder::new(args.name))
         .handshake_timeout(Some(args.handshake_timeout))
         .idle_timeout(Some(args.idle_timeout))
-        .max_connection_age(args.max_connection_age, args.max_connection_age_grace);
+        .max_connection_age(args.max_connection_age, args.max_connection_age_grace)
+        .health(HealthStatus::new(args.health));
     let stats = match tls {
         None => server.serve(listener, stop).await,
         Some(tls) => {

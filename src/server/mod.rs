@@ -52,6 +52,7 @@ mod accept;
 mod deadline;
 mod echo;
 mod fallback;
+mod health;
 pub(crate) mod http2;
 mod listener;
 mod recorder;
@@ -63,6 +64,7 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
+pub use health::{HEALTH_WATCH_METHOD, HealthStatus, UnknownServingStatus, parse_serving_status};
 use http2::{Http2Config, MaxAge};
 pub use listener::{Incoming, Listener};
 pub use recorder::{
@@ -171,6 +173,7 @@ pub struct InstrumentedServer {
     body_delay: BodyDelay,
     max_age: Option<(Duration, Option<Duration>)>,
     goaway: GoAwayHandle,
+    health: HealthStatus,
 }
 
 impl InstrumentedServer {
@@ -185,6 +188,7 @@ impl InstrumentedServer {
             body_delay: BodyDelay::default(),
             max_age: None,
             goaway: GoAwayHandle::default(),
+            health: HealthStatus::default(),
         }
     }
 
@@ -215,6 +219,22 @@ impl InstrumentedServer {
     /// The handle that sends GOAWAY on this server's open connections.
     pub fn goaway(&self) -> &GoAwayHandle {
         &self.goaway
+    }
+
+    /// Serves `grpc.health.v1.Health` from `health`: whoever holds a clone (the `Admin`
+    /// service's `SetHealth` RPC does too) changes what `Check` and `Watch` report while the server runs, and
+    /// a server restarted with the same handle keeps the statuses.
+    ///
+    /// Default: a table of its own with everything SERVING.
+    #[must_use]
+    pub fn health(mut self, health: HealthStatus) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// The handle to this server's health statuses.
+    pub fn health_status(&self) -> &HealthStatus {
+        &self.health
     }
 
     /// Closes a connection that has not sent the whole HTTP/2 client preface within `timeout`
@@ -334,6 +354,7 @@ impl InstrumentedServer {
             body_delay,
             max_age,
             goaway,
+            health,
         } = self;
         let name = recorder.name().to_owned();
         let max_age = max_age.map(|(age, grace)| MaxAge { age, grace, seed: name_seed(&name) });
@@ -344,7 +365,9 @@ impl InstrumentedServer {
             })
         });
 
-        let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server());
+        let routes = tonic::service::Routes::new(EchoService::new(recorder.clone()).into_server())
+            .add_service(health.clone().into_admin_server(name.clone()))
+            .add_service(health.into_server());
         let routes = tonic::service::Routes::from(
             routes.prepare().into_axum_router().fallback_service(Fallback::new(recorder.clone())),
         );

@@ -292,6 +292,9 @@ pub(crate) fn evaluate(o: &Observed<'_>) -> Vec<Property> {
     if let Some(want) = &e.no_rpcs_after_ms {
         out.push(discovery::no_rpcs_after(o, want));
     }
+    if let Some(after) = e.unhealthy_gets_no_rpcs_after_ms {
+        out.push(after_faults::unhealthy_gets_no_rpcs(o, Duration::from_millis(after)));
+    }
     if let Some(want) = &e.connections_after {
         out.push(discovery::connections_after(o, e.connections_after_ms.unwrap_or(0), want));
     }

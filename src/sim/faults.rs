@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use super::etcd::SimEtcd;
 use super::scenario::{Action, Fault, parse_address};
-use super::server::{BodyDelays, GoAways};
+use super::server::{BodyDelays, GoAways, Healths};
 use super::trace::Trace;
+use crate::health_pb::health_check_response::ServingStatus;
 use crate::resolver::manual::ManualResolver;
 
 /// A fault as applied: the simulated time it took effect (the first tick boundary at or after
@@ -32,6 +33,7 @@ pub(crate) struct Targets<'a> {
     pub(crate) etcd: Option<&'a SimEtcd>,
     pub(crate) body_delays: &'a BodyDelays,
     pub(crate) goaways: &'a GoAways,
+    pub(crate) healths: &'a Healths,
 }
 
 /// Applies one fault.
@@ -41,7 +43,7 @@ pub(crate) fn apply(
     targets: Targets<'_>,
     trace: &Trace,
 ) {
-    let Targets { manual, etcd, body_delays, goaways } = targets;
+    let Targets { manual, etcd, body_delays, goaways, healths } = targets;
     let pair = fault.between.as_ref().map(|[a, b]| (a.as_str(), b.as_str()));
     let at = sim.elapsed();
     if let (Action::SlowBody, Some(server)) = (fault.action, fault.server.as_deref()) {
@@ -50,6 +52,23 @@ pub(crate) fn apply(
     }
     if let (Action::GoAway, Some(server)) = (fault.action, fault.server.as_deref()) {
         return goaways.of(server).send();
+    }
+    if let (Action::Unhealthy | Action::Healthy, Some(server)) =
+        (fault.action, fault.server.as_deref())
+    {
+        let status = if fault.action == Action::Unhealthy {
+            ServingStatus::NotServing
+        } else {
+            ServingStatus::Serving
+        };
+        let health = healths.of(server);
+        match &fault.service {
+            Some(service) => {
+                health.set(service, status);
+            }
+            None => health.set_all(status),
+        }
+        return;
     }
     match (fault.action, etcd, fault.server.as_deref()) {
         (Action::Register, Some(etcd), Some(server)) => {

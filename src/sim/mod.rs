@@ -307,6 +307,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
     }
     let body_delays = server::BodyDelays::new(&servers);
     let goaways = server::GoAways::new(&servers);
+    let healths = server::Healths::new(&servers);
     let context = server::HostContext {
         keepalive: scenario
             .client
@@ -318,6 +319,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
         etcd: etcd.clone(),
         body_delays: body_delays.clone(),
         goaways: goaways.clone(),
+        healths: healths.clone(),
     };
     for host in scenario.hosts() {
         let on_host: Vec<_> = servers.iter().filter(|s| s.host == host).cloned().collect();
@@ -357,6 +359,7 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
                 etcd: etcd.as_ref(),
                 body_delays: &body_delays,
                 goaways: &goaways,
+                healths: &healths,
             };
             faults::apply(&mut sim, fault, targets, &trace);
             applied.push(faults::Applied { at: sim.elapsed(), fault: fault.clone() });

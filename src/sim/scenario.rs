@@ -122,6 +122,21 @@ pub struct ServerSpec {
     /// After a GOAWAY (max age or a `goaway` fault), streams in flight get this long before the
     /// connection closes. Default: as long as they take.
     pub max_connection_age_grace_ms: Option<u64>,
+    /// Its `grpc.health.v1` service at boot: `serving` (the default), `not_serving`, or
+    /// `unimplemented` (Watch answers UNIMPLEMENTED, so clients do not health-check it).
+    pub health: Option<ServerHealth>,
+}
+
+/// How a scenario server's health service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerHealth {
+    /// Every service SERVING.
+    Serving,
+    /// Every service NOT_SERVING.
+    NotServing,
+    /// `Watch` answers UNIMPLEMENTED; `Check` answers SERVING.
+    Unimplemented,
 }
 
 /// One server after `count` expansion.
@@ -141,6 +156,8 @@ pub struct Server {
     pub max_connection_age_ms: Option<u64>,
     /// Its MAX_CONNECTION_AGE_GRACE, ms.
     pub max_connection_age_grace_ms: Option<u64>,
+    /// Its health service at boot (default: serving).
+    pub health: Option<ServerHealth>,
 }
 
 impl Server {
@@ -383,6 +400,11 @@ pub enum Action {
     /// serving new ones.
     #[serde(rename = "goaway")]
     GoAway,
+    /// A server's health service reports NOT_SERVING for `service` (default: every service it
+    /// knows); the status outlives restarts of its host.
+    Unhealthy,
+    /// A server's health service reports SERVING again for `service` (default: every service).
+    Healthy,
 }
 
 /// A `[[fault]]`.
@@ -408,8 +430,12 @@ pub struct Fault {
     /// For `resolve`: `false` only changes what the resolver answers the channel's next
     /// re-resolution request (as a DNS record that changed), without pushing it. Default true.
     pub push: Option<bool>,
-    /// The server, for `register`, `deregister`, `expire_lease`, `slow_body` and `goaway`.
+    /// The server, for `register`, `deregister`, `expire_lease`, `slow_body`, `goaway`,
+    /// `unhealthy` and `healthy`.
     pub server: Option<String>,
+    /// For `unhealthy` and `healthy`: the health service name to change (empty: the whole
+    /// server). Default: every service the server knows.
+    pub service: Option<String>,
     /// For `slow_body`: how long the server holds back each response's body, ms (0: not at
     /// all).
     pub delay_ms: Option<u64>,
@@ -452,6 +478,8 @@ impl Fault {
             Action::Compact => "compact etcd",
             Action::SlowBody => "slow_body",
             Action::GoAway => "goaway",
+            Action::Unhealthy => "unhealthy",
+            Action::Healthy => "healthy",
         };
         let mut line = what.to_owned();
         if let Some(host) = &self.host {
@@ -475,6 +503,9 @@ impl Fault {
         }
         if let Some(ms) = self.delay_ms {
             line.push_str(&format!(" body +{ms}ms"));
+        }
+        if let Some(service) = &self.service {
+            line.push_str(&format!(" service {service:?}"));
         }
         line
     }
@@ -521,6 +552,9 @@ pub struct Expect {
     pub final_state: Option<String>,
     /// Per server: no RPC that starts at or after this simulated time (ms) is served by it.
     pub no_rpcs_after_ms: Option<BTreeMap<String, u64>>,
+    /// After each `unhealthy` fault, no successful RPC that starts this long after it (and
+    /// before the server's next `healthy`) is served by that server (gRFC A17).
+    pub unhealthy_gets_no_rpcs_after_ms: Option<u64>,
     /// Per server: connections it accepts at or after `connections_after_ms`, exactly.
     pub connections_after: Option<BTreeMap<String, u64>>,
     /// When `connections_after` starts counting, simulated ms. Default 0.
@@ -598,6 +632,7 @@ impl Scenario {
                     body_delay_ms: spec.body_delay_ms,
                     max_connection_age_ms: spec.max_connection_age_ms,
                     max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
+                    health: spec.health,
                 }),
                 Some(n) => servers.extend((1..=n).map(|i| {
                     let name = format!("{}{i}", spec.name);
@@ -609,6 +644,7 @@ impl Scenario {
                         body_delay_ms: spec.body_delay_ms,
                         max_connection_age_ms: spec.max_connection_age_ms,
                         max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
+                        health: spec.health,
                     }
                 })),
             }

@@ -12,9 +12,13 @@ use turmoil::net::TcpListener;
 use super::etcd::{SimEtcd, keep_registered};
 use super::net::{RegisteredListener, SocketRegistry};
 use super::scenario::Server;
+use super::scenario::ServerHealth;
 use super::trace::{self, Trace};
 use crate::balancer::subchannel::lock;
-use crate::server::{BodyDelay, GoAwayHandle, InstrumentedServer, ServerRecorder, ServerStats};
+use crate::health_pb::health_check_response::ServingStatus;
+use crate::server::{
+    BodyDelay, GoAwayHandle, HealthStatus, InstrumentedServer, ServerRecorder, ServerStats,
+};
 
 /// One boot of one server: when it started (simulated time) and what it recorded.
 #[derive(Debug, Clone)]
@@ -98,6 +102,33 @@ impl GoAways {
     }
 }
 
+/// Each server's health table, by name: made once per run from the servers' `health`, changed
+/// by `unhealthy`/`healthy` faults, and handed to every boot of the server, so a restarted
+/// server keeps the status the last fault set.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Healths(Arc<BTreeMap<String, HealthStatus>>);
+
+impl Healths {
+    /// One table per server, starting as its `health` says.
+    pub(crate) fn new(servers: &[Server]) -> Self {
+        let tables = servers.iter().map(|s| {
+            let initial = match s.health {
+                Some(ServerHealth::NotServing) => ServingStatus::NotServing,
+                _ => ServingStatus::Serving,
+            };
+            let unimplemented = s.health == Some(ServerHealth::Unimplemented);
+            (s.name.clone(), HealthStatus::new(initial).watch_unimplemented(unimplemented))
+        });
+        Self(Arc::new(tables.collect()))
+    }
+
+    /// The table of server `name`; a server the run does not have gets one of its own, which
+    /// nothing reads.
+    pub(crate) fn of(&self, name: &str) -> HealthStatus {
+        self.0.get(name).cloned().unwrap_or_default()
+    }
+}
+
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 
 /// What every server host shares: the server keep-alive, the boot record, the trace, the
@@ -110,6 +141,7 @@ pub(crate) struct HostContext {
     pub(crate) etcd: Option<SimEtcd>,
     pub(crate) body_delays: BodyDelays,
     pub(crate) goaways: GoAways,
+    pub(crate) healths: Healths,
 }
 
 /// The software of host `host`: what turmoil starts at first and again on every restart.
@@ -122,7 +154,7 @@ pub(crate) fn host_software(
 }
 
 async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmoil::Result {
-    let HostContext { keepalive, boots, trace, etcd, body_delays, goaways } = context;
+    let HostContext { keepalive, boots, trace, etcd, body_delays, goaways, healths } = context;
     // Created here, inside the host, so the recorder's time zero is this boot's simulated time.
     let registry = SocketRegistry::start(&host, trace.clone());
     let mut serving = Vec::new();
@@ -148,7 +180,8 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
         let mut instrumented = InstrumentedServer::new(recorder)
             .shared_body_delay(body_delay)
             .shared_goaway(goaways.of(&server.name))
-            .max_connection_age(max_age, grace);
+            .max_connection_age(max_age, grace)
+            .health(healths.of(&server.name));
         if let Some(interval) = keepalive {
             instrumented = instrumented.http2_keepalive(interval, interval);
         }

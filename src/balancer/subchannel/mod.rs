@@ -27,10 +27,27 @@
 //! - Any state → SHUTDOWN when the last handle is dropped. RPCs already in flight on a READY
 //!   connection finish; the connection closes once they have.
 //!
+//! # Connection state and health-filtered state (gRFC A17)
+//! The states above are the *connection's*. The policy sees them unchanged unless it created
+//! the subchannel with [`SubchannelOptions::health_check`] and the service config has a
+//! `healthCheckConfig` when the connection becomes READY. Then, while the connection is READY,
+//! the policy sees its *health-filtered* state instead (see `health.rs`): CONNECTING while a
+//! `Health/Watch` stream opens, READY only while the last status is SERVING, and
+//! TRANSIENT_FAILURE for any other status or a failed stream (retried after a backoff of its
+//! own) — without closing the connection. UNIMPLEMENTED disables checking for that connection
+//! (READY). When the connection ends, the checker ends with it and the policy sees IDLE as
+//! above (a GOAWAY ends the checker at once, with the connection's use); the next connection
+//! starts checking afresh.
+//!
 //! # Invariants
 //! - READY means the server has spoken HTTP/2; a TCP peer that never does stays CONNECTING
 //!   until the connect timeout (the one timeout that bounds dial, handshake and preface).
-//! - A sender is published (`Subchannel::sender`) only while READY; never after a GOAWAY.
+//! - A sender is published (`Subchannel::sender`) only while the connection is READY (with
+//!   health checking, also while the policy sees CONNECTING or TRANSIENT_FAILURE for it: the
+//!   connection is up and the policy's picker decides whether it gets RPCs); never after a
+//!   GOAWAY.
+//! - A health checker runs only while its connection is READY and no GOAWAY has been received,
+//!   and reports nothing after the connection's end has been reported.
 //! - Every attempt ends within its timeout, and a failed or abandoned attempt closes its socket.
 //! - Every state change is delivered to the control task, in order, none lost: the event
 //!   channel is bounded (`STATE_EVENT_CAPACITY`) and the task waits for room.
@@ -43,7 +60,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::mpsc;
 
@@ -53,6 +70,7 @@ use crate::connector::Connector;
 
 mod config;
 mod connect;
+mod health;
 
 pub(crate) use config::Backoff;
 pub use config::{
@@ -60,6 +78,7 @@ pub use config::{
     SubchannelConfig,
 };
 use connect::{Connected, Ended};
+pub(crate) use health::ConfigWatch;
 
 /// How many state events the subchannels of one channel may have queued for its control task
 /// before their tasks wait. Each connect attempt produces at most three events, and the control
@@ -113,6 +132,46 @@ pub enum ConnectionError {
         /// How it ended.
         reason: String,
     },
+    /// The connection is up but its health check reports a status other than SERVING
+    /// (gRFC A17).
+    #[error("subchannel: connection to {addr} is up but service {service:?} is {status}")]
+    Unhealthy {
+        /// The address of the connection.
+        addr: String,
+        /// The service name watched (empty: the whole server).
+        service: String,
+        /// The status reported, such as `NOT_SERVING`.
+        status: String,
+    },
+    /// The connection is up but its `Health/Watch` stream failed; it is opened again after a
+    /// backoff.
+    #[error("subchannel: connection to {addr} is up but its health check failed: {reason}")]
+    HealthStream {
+        /// The address of the connection.
+        addr: String,
+        /// The stream's status.
+        reason: String,
+    },
+}
+
+/// What a policy asks of a new subchannel (grpc-go's `NewSubConnOptions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubchannelOptions {
+    /// Watch the health of each READY connection when the service config has a
+    /// `healthCheckConfig` (gRFC A17), and report READY only while it is SERVING.
+    /// `round_robin` asks for it; `pick_first` does not, as in grpc-go.
+    ///
+    /// Default: `false`.
+    pub health_check: bool,
+}
+
+impl SubchannelOptions {
+    /// Options with health checking asked for (it happens only if the service config has a
+    /// `healthCheckConfig`).
+    pub fn with_health_check() -> Self {
+        Self { health_check: true }
+    }
 }
 
 /// A handle to one subchannel. Clones share the subchannel; it shuts down when the last handle
@@ -225,7 +284,8 @@ pub(crate) struct StateEvent {
     pub(crate) state: SubchannelState,
 }
 
-/// Starts the task behind a new IDLE subchannel and returns its handle.
+/// Starts the task behind a new IDLE subchannel and returns its handle. `health` is the
+/// channel's service config when the policy asked for health checks, `None` otherwise.
 pub(crate) fn spawn(
     id: SubchannelId,
     address: Address,
@@ -233,6 +293,7 @@ pub(crate) fn spawn(
     connector: Arc<dyn Connector>,
     events: mpsc::Sender<StateEvent>,
     rng_seed: u64,
+    health: Option<ConfigWatch>,
 ) -> Subchannel {
     let (connect, commands) = mpsc::channel(1);
     let connect = ConnectSink::Task(connect);
@@ -247,6 +308,8 @@ pub(crate) fn spawn(
         connector,
         commands,
         events,
+        health,
+        health_rng: health_rng(rng_seed),
     };
     tokio::spawn(worker.run());
     Subchannel { shared }
@@ -264,6 +327,18 @@ struct Worker {
     keepalive: Option<KeepAlive>,
     commands: mpsc::Receiver<()>,
     events: mpsc::Sender<StateEvent>,
+    /// The service config, when the policy asked for health checks.
+    health: Option<ConfigWatch>,
+    /// Seeds each health checker's backoff.
+    health_rng: ChaCha8Rng,
+}
+
+/// The RNG behind health-check backoffs: the subchannel's seed on a stream of its own, so the
+/// reconnect backoff draws the same jitter whether or not health checks run.
+fn health_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    rng
 }
 
 /// How waiting inside a state ended.
@@ -321,7 +396,6 @@ impl Worker {
         *lock(&shared.conn) = Some(sender);
         drop(shared);
         self.backoff.reset();
-        self.report(ConnectivityState::Ready, None).await;
         let end = async {
             tokio::select! {
                 biased;
@@ -329,7 +403,7 @@ impl Worker {
                 ended = &mut driver => Ok(ended),
             }
         };
-        let wake = self.until_shutdown(end).await;
+        let wake = self.while_ready(end).await;
         if let Some(shared) = self.conn.upgrade() {
             *lock(&shared.conn) = None;
         }
@@ -364,6 +438,51 @@ impl Worker {
         let error = ConnectionError::Lost { addr: self.addr.clone(), reason: ended.reason };
         self.report(ConnectivityState::Idle, Some(error)).await;
         true
+    }
+
+    /// While the connection is READY: reports READY, or the health-filtered state when health
+    /// checking is on, until `driver` ends or the subchannel shuts down. The checker is dropped
+    /// before this returns, so nothing it reports can follow the connection's end.
+    async fn while_ready<F: Future>(&mut self, driver: F) -> Wake<F::Output> {
+        let checker = self.health_checker();
+        if checker.is_none() {
+            self.report(ConnectivityState::Ready, None).await;
+        }
+        let (reports_tx, mut reports) = mpsc::channel(1);
+        let checking = async move {
+            if let Some(checker) = checker {
+                checker.run(reports_tx).await;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::pin!(driver, checking);
+        loop {
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    if command.is_none() {
+                        return Wake::Shutdown;
+                    }
+                }
+                output = &mut driver => return Wake::Done(output),
+                Some((state, error)) = reports.recv() => self.report(state, error).await,
+                () = &mut checking => {}
+            }
+        }
+    }
+
+    /// The health checker for the connection that just became READY, if the policy asked for
+    /// one and the service config has a `healthCheckConfig` now.
+    fn health_checker(&mut self) -> Option<health::Checker> {
+        let service = self.health.as_ref()?.borrow().health_check()?.service_name.clone();
+        let sender = self.conn.upgrade().and_then(|shared| lock(&shared.conn).clone())?;
+        let rng = ChaCha8Rng::seed_from_u64(self.health_rng.next_u64());
+        Some(health::Checker {
+            addr: self.addr.clone(),
+            service,
+            sender,
+            backoff: Backoff::new(self.config.backoff.clone(), rng),
+        })
     }
 
     /// gRFC A8: the server found our PINGs too frequent, so later connections PING half as
@@ -469,6 +588,7 @@ mod tests {
             Arc::new(Refusing),
             events,
             1,
+            None,
         );
         subchannel.connect();
         // The subchannel fails and backs off every millisecond; nobody reads its reports.

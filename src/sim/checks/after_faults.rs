@@ -47,6 +47,44 @@ pub(super) fn failover(o: &Observed<'_>, after: Duration) -> Property {
     property("failover", passed, parts.join("; "))
 }
 
+/// After each `unhealthy` fault on a server, no successful RPC that starts `after` it (and
+/// before that server's next `healthy`) is served by it (gRFC A17: the client sees the server's
+/// health and stops picking it). Its premise: the server served RPCs before the fault, and RPCs
+/// succeeded elsewhere in the window; otherwise the window shows nothing.
+pub(super) fn unhealthy_gets_no_rpcs(o: &Observed<'_>, after: Duration) -> Property {
+    let mut parts = Vec::new();
+    let mut passed = true;
+    for (i, applied) in o.applied.iter().enumerate() {
+        let (Action::Unhealthy, Some(server)) = (applied.fault.action, &applied.fault.server)
+        else {
+            continue;
+        };
+        let until = o.applied[i + 1..]
+            .iter()
+            .find(|a| a.fault.action == Action::Healthy && a.fault.server.as_ref() == Some(server))
+            .map_or(o.end, |a| a.at);
+        let from = applied.at + after;
+        let window: Vec<&RpcRecord> =
+            o.ok().filter(|r| r.start >= from && r.start < until).collect();
+        let wrong = window.iter().filter(|r| r.server() == Some(server.as_str())).count();
+        let served_before =
+            o.ok().filter(|r| r.end <= applied.at && r.server() == Some(server.as_str())).count();
+        passed &= wrong == 0 && !window.is_empty() && served_before > 0;
+        parts.push(format!(
+            "{} at {}: {wrong} of {} OK RPCs started from {} to {} went to it (it served {served_before} before)",
+            applied.fault.describe(),
+            secs(applied.at),
+            window.len(),
+            secs(from),
+            secs(until),
+        ));
+    }
+    if parts.is_empty() {
+        return premise_missing("unhealthy_gets_no_rpcs", "no unhealthy fault");
+    }
+    property("unhealthy_gets_no_rpcs", passed, parts.join("; "))
+}
+
 pub(super) fn recovery(o: &Observed<'_>, after: Duration) -> Property {
     let Some(want) = o.weights() else {
         return property("recovery", false, "recovery needs expect.weights");

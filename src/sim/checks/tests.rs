@@ -195,6 +195,25 @@ fn no_rpcs_after_needs_the_server_to_have_served_before_and_rpcs_to_go_on_withou
     fails(given().oks(0, 5, "a"), "no_rpcs_after");
 }
 
+const UNHEALTHY_A: &str = "[[fault]]\nat_ms = 100\naction = \"unhealthy\"\nserver = \"a\"\n";
+const HEALTHY_A: &str = "[[fault]]\nat_ms = 200\naction = \"healthy\"\nserver = \"a\"\n";
+
+#[test]
+fn an_unhealthy_server_must_get_no_rpcs_from_the_bound_until_it_is_healthy_again() {
+    let expect = "[expect]\nunhealthy_gets_no_rpcs_after_ms = 10";
+    let given = || {
+        Given::scenario(&format!("{UNHEALTHY_A}{HEALTHY_A}{expect}"))
+            .oks(0, 5, "a")
+            .oks(110, 5, "b")
+    };
+    holds(given(), "unhealthy_gets_no_rpcs");
+    holds(given().ok(105, 106, "a"), "unhealthy_gets_no_rpcs"); // within the bound
+    holds(given().ok(205, 206, "a"), "unhealthy_gets_no_rpcs"); // healthy again
+    fails(given().ok(150, 151, "a"), "unhealthy_gets_no_rpcs");
+    let never_served = Given::scenario(&format!("{UNHEALTHY_A}{expect}")).oks(0, 5, "b");
+    fails(never_served.oks(110, 5, "b"), "unhealthy_gets_no_rpcs");
+}
+
 #[test]
 fn connections_after_counts_exactly_the_connections_opened_while_rpcs_go_on() {
     let given = || {

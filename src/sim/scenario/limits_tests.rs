@@ -200,3 +200,17 @@ fn the_ends_of_every_range_are_accepted() {
     let s = Scenario::parse("sims/ends.toml", &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.server_list().len(), MAX_SERVERS, "64 servers are allowed");
 }
+
+#[test]
+fn health_faults_need_a_known_server_and_service_goes_with_them_only() {
+    let fault = |body: &str| scenario("", "", &format!("[[fault]]\nat_ms = 5\n{body}"));
+    refused(&fault("action = \"unhealthy\"\nserver = \"nobody\""), "server", "no server is named");
+    refused(&fault("action = \"healthy\"\nserver = \"nobody\""), "server", "no server is named");
+    refused(&fault("action = \"crash\"\nhost = \"a\"\nservice = \"x\""), "service", "unhealthy");
+    let server = "[[server]]\nname = \"b\"\nport = 9080\nhealth = \"sick\"";
+    let err = Scenario::parse("sims/limits.toml", &scenario("", "", server))
+        .expect_err("an unknown health mode must be refused");
+    assert!(err.to_string().contains("health"), "the error must name the key: {err}");
+    let ok = fault("action = \"unhealthy\"\nserver = \"a\"\nservice = \"\"");
+    Scenario::parse("sims/limits.toml", &ok).expect("an unhealthy fault on a known server loads");
+}

@@ -324,6 +324,7 @@ impl Scenario {
             ("recovery_within_ms", e.recovery_within_ms),
             ("liveness_within_ms", e.liveness_within_ms),
             ("connections_after_ms", e.connections_after_ms),
+            ("unhealthy_gets_no_rpcs_after_ms", e.unhealthy_gets_no_rpcs_after_ms),
         ] {
             opt_range(&format!("expect.{key}"), value, 0, MAX_TIME_MS)?;
         }
@@ -480,11 +481,18 @@ impl Scenario {
                 | Action::ExpireLease
                 | Action::SlowBody
                 | Action::GoAway
+                | Action::Unhealthy
+                | Action::Healthy
         );
         match (&fault.server, needs_server) {
             (None, true) => return Err(fail(None, "needs `server`".into())),
             (Some(_), false) => return Err(fail(Some("server"), "takes no `server`".into())),
-            (Some(name), true) if matches!(fault.action, Action::SlowBody | Action::GoAway) => {
+            (Some(name), true)
+                if matches!(
+                    fault.action,
+                    Action::SlowBody | Action::GoAway | Action::Unhealthy | Action::Healthy
+                ) =>
+            {
                 let known = self.server_list().iter().any(|s| s.name == *name);
                 if !known {
                     let reason = format!("no server is named {name:?}");
@@ -500,6 +508,10 @@ impl Scenario {
                 }
             }
             _ => {}
+        }
+        if fault.service.is_some() && !matches!(fault.action, Action::Unhealthy | Action::Healthy) {
+            let reason = "`service` goes with action = \"unhealthy\" or \"healthy\" only".into();
+            return Err(fail(Some("service"), reason));
         }
         if fault.action == Action::Compact && self.etcd.is_none() {
             return Err(fail(Some("action"), "compact needs [etcd]".into()));

@@ -83,6 +83,7 @@ fn write_server(w: &mut Writer, server: &ServerSpec) {
         body_delay_ms,
         max_connection_age_ms,
         max_connection_age_grace_ms,
+        health,
     } = server;
     w.table("[[server]]");
     w.key("name", name);
@@ -94,6 +95,7 @@ fn write_server(w: &mut Writer, server: &ServerSpec) {
     w.opt("body_delay_ms", body_delay_ms);
     w.opt("max_connection_age_ms", max_connection_age_ms);
     w.opt("max_connection_age_grace_ms", max_connection_age_grace_ms);
+    w.opt("health", health);
 }
 
 fn write_client(w: &mut Writer, client: &ClientSpec) {
@@ -167,12 +169,14 @@ fn write_fault(w: &mut Writer, fault: &Fault) {
         push,
         server,
         delay_ms,
+        service,
     } = fault;
     w.table("[[fault]]");
     w.key("at_ms", at_ms);
     w.key("action", action);
     w.opt("host", host);
     w.opt("server", server);
+    w.opt("service", service);
     w.opt("between", between);
     w.key_unless("oneway", oneway, &false);
     w.opt("latency_ms", latency_ms);
@@ -199,6 +203,7 @@ fn write_expect(w: &mut Writer, expect: &Expect) {
         liveness_within_ms,
         final_state,
         no_rpcs_after_ms,
+        unhealthy_gets_no_rpcs_after_ms,
         connections_after,
         connections_after_ms,
         unresolved_by_ms,
@@ -230,6 +235,7 @@ fn write_expect(w: &mut Writer, expect: &Expect) {
     w.opt("liveness_within_ms", liveness_within_ms);
     w.opt("final_state", final_state);
     w.opt("no_rpcs_after_ms", no_rpcs_after_ms);
+    w.opt("unhealthy_gets_no_rpcs_after_ms", unhealthy_gets_no_rpcs_after_ms);
     w.opt("unresolved_by_ms", unresolved_by_ms);
     w.opt("final_addresses", final_addresses);
     w.opt("min_compacted_rereads", min_compacted_rereads);

@@ -105,6 +105,7 @@ fn expand_count_of(s: &mut Scenario, name: &str) {
         body_delay_ms: spec.body_delay_ms,
         max_connection_age_ms: spec.max_connection_age_ms,
         max_connection_age_grace_ms: spec.max_connection_age_grace_ms,
+        health: spec.health,
     });
     s.servers.splice(at..at, each);
 }

@@ -8,6 +8,14 @@
 //! fires on), `accounting` (every success the client saw was recorded by a server), and
 //! `no_panic`. Same seed, same trace is the CLI's determinism self-check.
 //!
+//! An `unhealthy` fault of the random phase (health-checking round_robin seeds only) needs no
+//! bound of its own either: the heal makes every such server `healthy` at `heal_ms`, so from
+//! `restart_all_ms` on every listed server is SERVING and the split and connection bounds
+//! hold as without it; `liveness_ms` adds the Watch round trip a new connection needs before
+//! it is READY. Before the heal, every listed server may be NOT_SERVING (or crashed) at once
+//! and round_robin then fails fast, so such a seed never gets `max_failed = 0` (its random
+//! phase is not only crashes) and is never a focused seed.
+//!
 //! A `slow_body` fault of the random phase (a body up to 2 s late, past many deadlines) needs
 //! no bound of its own: the heal sets every slowed server back to 0 at `heal_ms`, before
 //! `restart_all_ms` where the liveness bound starts, so every RPC the bounds below count on is
@@ -45,7 +53,10 @@ pub(super) fn liveness_ms(s: &Scenario, facts: &Facts) -> u64 {
     let backoff_cap = (c.backoff.max_ms as f64 * (1.0 + c.backoff.jitter)).ceil() as u64;
     let keepalive = c.keepalive.interval_ms + c.keepalive.timeout_ms;
     let chain = keepalive + 2 * c.connect_timeout_ms + backoff_cap;
-    let channel = chain + 5 * s.network.max_latency_ms;
+    // With health checking a new connection is READY for the policy only once its Watch
+    // stream has answered SERVING: one more round trip (gRFC A17).
+    let health_rtt = if facts.health { 2 * s.network.max_latency_ms } else { 0 };
+    let channel = chain + 5 * s.network.max_latency_ms + health_rtt;
     let etcd = match (&s.etcd, facts.discovery) {
         (Some(etcd), Discovery::Etcd) => {
             let ttl_ms = s

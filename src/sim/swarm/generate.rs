@@ -3,8 +3,9 @@
 //! Order of the draws: fault kinds switched on, servers, target, client settings, network,
 //! the random fault phase, the heal, then (from the bounds) the workload's size and the time
 //! limit. Changing the order changes every seed's scenario, so append new draws at the end of
-//! their step. The draws added later (GOAWAY faults, MAX_CONNECTION_AGE) come from a second
-//! stream of the same seed (`extra`), so they left every earlier draw as it was.
+//! their step. The draws added later come from other streams of the same seed, so they left
+//! every earlier draw as it was: GOAWAY faults and MAX_CONNECTION_AGE from stream 1 (`extra`),
+//! health checking from stream 2 ([`health_rng`]).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ pub(super) struct Facts {
     pub(super) listed: Vec<(String, u32)>,
     pub(super) round_robin: bool,
     pub(super) retry: bool,
+    /// The client checks health (`healthCheckConfig`) and the random phase may make servers
+    /// NOT_SERVING.
+    pub(super) health: bool,
     /// When the heal phase starts (everything repaired, released, restarted, resolved).
     pub(super) heal_ms: u64,
     /// When every server host is restarted at once, the last fault of the run.
@@ -177,6 +181,18 @@ pub(super) fn generate(seed: u64) -> Generated {
     if discovery != Discovery::Etcd {
         max_age(&mut extra, &mut servers);
     }
+    let mut client = client;
+    let health = round_robin && focus.is_none() && health_drawn(seed);
+    if health {
+        let unhealthy = health_phase(seed, &servers, &listed, start_ms + 100, faults_end);
+        faults.extend(unhealthy);
+        faults.sort_by_key(|f| f.at_ms);
+        kinds.extend([Action::Unhealthy, Action::Healthy]);
+        client.service_config = client.service_config.map(|config| {
+            let body = config.strip_suffix('}').unwrap_or(&config).to_owned();
+            format!(r#"{body},"healthCheckConfig":{{"serviceName":""}}}}"#)
+        });
+    }
     let mut scenario = Scenario {
         path: PathBuf::from(format!("swarm/swarm-{seed}")),
         regression_seeds: Vec::new(),
@@ -196,6 +212,7 @@ pub(super) fn generate(seed: u64) -> Generated {
         listed: listed_names,
         round_robin,
         retry,
+        health,
         heal_ms,
         restart_all_ms: 0,
         focus,
@@ -250,6 +267,43 @@ fn max_age(extra: &mut ChaCha8Rng, servers: &mut [ServerSpec]) {
     }
 }
 
+/// The third stream of `seed`'s draws: health checking's, kept apart so that the main stream
+/// (and GOAWAY's, stream 1) is the same with or without it.
+fn health_rng(seed: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(2);
+    rng
+}
+
+/// Whether a round_robin seed checks health: half of them.
+fn health_drawn(seed: u64) -> bool {
+    health_rng(seed).random_bool(0.5)
+}
+
+/// 1–3 `unhealthy` faults on listed servers at times in `from..=until` (the heal makes each of
+/// them healthy again), each followed, half the time, by a `healthy` before the heal.
+fn health_phase(
+    seed: u64,
+    servers: &[ServerSpec],
+    listed: &[(usize, u32)],
+    from: u64,
+    until: u64,
+) -> Vec<Fault> {
+    let mut rng = health_rng(seed);
+    let _ = rng.random_bool(0.5); // the draw of `health_drawn`
+    let mut out = Vec::new();
+    for _ in 0..rng.random_range(1..=3) {
+        let server = servers[listed[rng.random_range(0..listed.len())].0].name.clone();
+        let at_ms = rng.random_range(from..=until);
+        out.push(Fault { server: Some(server.clone()), ..fault(at_ms, Action::Unhealthy) });
+        if rng.random_bool(0.5) {
+            let back = rng.random_range(at_ms..=until);
+            out.push(Fault { server: Some(server), ..fault(back, Action::Healthy) });
+        }
+    }
+    out
+}
+
 /// The focused crash of the first listed server's host at `at_ms`, if another listed server
 /// runs on another host (else nothing could fail over).
 fn focus_on_first_host(
@@ -293,6 +347,7 @@ fn servers(rng: &mut ChaCha8Rng) -> Vec<ServerSpec> {
             body_delay_ms: None,
             max_connection_age_ms: None,
             max_connection_age_grace_ms: None,
+            health: None,
         });
     }
     out
@@ -448,6 +503,7 @@ fn fault(at_ms: u64, action: Action) -> Fault {
         push: None,
         server: None,
         delay_ms: None,
+        service: None,
     }
 }
 
@@ -493,7 +549,11 @@ fn random_phase(
                 f.latency_ms = Some(rng.random_range(0..=100));
             }
             Action::Resolve => f.addresses = Some(variant(rng, &full)),
-            Action::Register | Action::Deregister | Action::ExpireLease => {
+            Action::Register
+            | Action::Deregister
+            | Action::ExpireLease
+            | Action::Unhealthy
+            | Action::Healthy => {
                 f.server = Some(registering[rng.random_range(0..registering.len())].clone());
             }
             Action::Compact => {}
@@ -515,6 +575,7 @@ fn random_phase(
 /// The heal: at `heal_ms` every link the random phase touched is repaired (both ways),
 /// released and given the network's greatest latency again, etcd and every crashed host are
 /// restarted, every slowed server sends bodies at once again (`slow_body` with `delay_ms = 0`),
+/// every server made NOT_SERVING is `healthy` again,
 /// every registering server registers again and the manual resolver sends the full list; at
 /// `restart_all_ms` every server host is restarted at once.
 fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
@@ -524,9 +585,13 @@ fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     let mut latencies: BTreeSet<[String; 2]> = BTreeSet::new();
     let mut crashed: BTreeSet<String> = BTreeSet::new();
     let mut slowed: BTreeSet<String> = BTreeSet::new();
+    let mut unhealthy: BTreeSet<String> = BTreeSet::new();
     for f in random {
         if let (Action::SlowBody, Some(server)) = (f.action, &f.server) {
             slowed.insert(server.clone());
+        }
+        if let (Action::Unhealthy, Some(server)) = (f.action, &f.server) {
+            unhealthy.insert(server.clone());
         }
         if let Some([a, b]) = &f.between {
             let pair = if a <= b { [a.clone(), b.clone()] } else { [b.clone(), a.clone()] };
@@ -560,6 +625,9 @@ fn heal(scenario: &Scenario, random: &[Fault], facts: &Facts) -> Vec<Fault> {
     for server in slowed {
         let delay_ms = Some(0);
         out.push(Fault { server: Some(server), delay_ms, ..fault(at, Action::SlowBody) });
+    }
+    for server in unhealthy {
+        out.push(Fault { server: Some(server), ..fault(at, Action::Healthy) });
     }
     if facts.discovery == Discovery::Etcd {
         for (name, _) in &facts.listed {
@@ -624,5 +692,43 @@ mod tests {
         assert!(goaway_seeds > 30, "goaway must be common: {goaway_seeds} of 150 seeds");
         assert!(aging_seeds > 15, "max age must be common: {aging_seeds} of 150 seeds");
         assert!(lossless_goaway_seeds > 0, "some goaway seeds must also demand max_failed = 0");
+    }
+
+    fn has_health_config(s: &Scenario) -> bool {
+        s.client.service_config.as_deref().is_some_and(|c| c.contains("healthCheckConfig"))
+    }
+
+    #[test]
+    fn some_round_robin_seeds_check_health_and_every_unhealthy_server_is_healed() {
+        let mut with_health = 0;
+        for seed in 0..150 {
+            let generated = generate(seed);
+            let s = &generated.scenario;
+            let unhealthy: Vec<&Fault> =
+                s.faults.iter().filter(|f| f.action == Action::Unhealthy).collect();
+            if unhealthy.is_empty() {
+                assert!(!has_health_config(s), "seed {seed}: health checking without faults");
+                continue;
+            }
+            with_health += 1;
+            assert!(has_health_config(s), "seed {seed}: unhealthy faults need healthCheckConfig");
+            let config = s.client.service_config.as_deref().unwrap_or_default();
+            let parsed = crate::service_config::ServiceConfig::parse(config)
+                .unwrap_or_else(|e| panic!("seed {seed}: {config} must parse: {e}"));
+            assert!(parsed.health_check().is_some(), "seed {seed}: health checking must be on");
+            for f in unhealthy {
+                let healed = s.faults.iter().any(|h| {
+                    h.action == Action::Healthy
+                        && h.server == f.server
+                        && h.at_ms == generated.heal_ms
+                });
+                assert!(healed, "seed {seed}: {} must be healthy again at the heal", f.describe());
+                assert!(f.at_ms < generated.heal_ms, "seed {seed}: unhealthy only before the heal");
+            }
+        }
+        assert!(
+            with_health >= 10,
+            "health checking must be drawn in some seeds, got {with_health}"
+        );
     }
 }
