@@ -142,3 +142,26 @@ fn the_cli_exits_nonzero_and_prints_one_replay_line_per_failing_run() {
     assert_eq!(replay.len(), 2, "one replay line per failing run:\n{stdout}");
     assert!(replay[0].contains(&format!("sim {path} --seed 0")), "{}", replay[0]);
 }
+
+/// Regression: a crashed host's own client sockets (its servers' etcd registrations) were not in
+/// the socket registry, so tokio dropped them in task-id order, which is process-global, and
+/// etcd saw them close in another order from run to run (swarm seed 1: `socket s0 closed` and
+/// `socket s3 closed` in the same millisecond, swapped).
+#[test]
+fn a_crashed_hosts_connections_to_etcd_close_in_the_same_order_every_run() {
+    let scenario = anchorage::sim::swarm::generate(1);
+    let crashed: Vec<&str> = scenario
+        .faults
+        .iter()
+        .filter(|f| f.action == anchorage::sim::scenario::Action::Crash)
+        .filter_map(|f| f.host.as_deref())
+        .collect();
+    let registering = scenario.server_list().into_iter().filter(|s| s.register.is_some());
+    assert!(
+        scenario.etcd.is_some()
+            && registering.into_iter().any(|s| crashed.contains(&s.host.as_str())),
+        "premise: swarm seed 1 crashes a host whose servers register in etcd"
+    );
+    let hashes: Vec<String> = (0..4).map(|_| sim::run(&scenario, 1).trace_hash).collect();
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "same seed, other traces: {hashes:?}");
+}

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use turmoil::net::TcpListener;
 
-use super::net::{SocketRegistry, TurmoilConnector};
+use super::net::{RegisteredConnector, SocketRegistry, TurmoilConnector};
 use super::scenario::{EtcdSpec, Scenario, Server};
 use super::trace::{self, Trace};
 use crate::balancer::subchannel::{BackoffConfig, KeepAlive, lock};
@@ -197,13 +197,20 @@ impl Registrations {
 /// Keeps `server` (boot `boot`) registered while the schedule wants it: from its `at_ms` on,
 /// register; on `deregister`, revoke; on `register`, register again. Runs on the server's host,
 /// so a crash stops the keep-alive and the lease runs out.
-pub(crate) async fn keep_registered(etcd: SimEtcd, server: Server, boot: u32, trace: Trace) {
+pub(crate) async fn keep_registered(
+    etcd: SimEtcd,
+    server: Server,
+    boot: u32,
+    trace: Trace,
+    sockets: SocketRegistry,
+) {
     let Some(spec) = server.register.clone() else { return };
     let Some(mut wanted) = etcd.registrations.subscribe(&server.name) else { return };
     let name = server.name.as_str();
     let at = Duration::from_millis(spec.at_ms);
     tokio::time::sleep(at.saturating_sub(trace::now())).await;
-    let client = match etcd.client(name, boot).build() {
+    let connector = RegisteredConnector { registry: sockets };
+    let client = match etcd.client(name, boot).connector(connector).build() {
         Ok(client) => client,
         Err(error) => {
             trace.record(name, format!("etcd client failed to build: {error}"));

@@ -29,21 +29,42 @@ use crate::server::Listener;
 #[derive(Debug, Clone, Default)]
 pub struct TurmoilConnector;
 
+/// Opens a simulated TCP connection to `addr`; the error names the address.
+async fn dial(addr: String) -> io::Result<TcpStream> {
+    TcpStream::connect(addr.as_str())
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
+}
+
 impl Connector for TurmoilConnector {
     fn connect(&self, addr: &str) -> ConnectFuture {
-        let addr = addr.to_owned();
-        Box::pin(async move {
-            let stream = TcpStream::connect(addr.as_str())
-                .await
-                .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))?;
-            Ok(Box::new(stream) as BoxedIo)
-        })
+        let dialing = dial(addr.to_owned());
+        Box::pin(async move { Ok(Box::new(dialing.await?) as BoxedIo) })
     }
 
     /// None: simulated servers accept any PING rate, and scenarios need keep-alive far below
     /// gRFC A8's 10 s to end wedged connections quickly.
     fn min_keepalive_interval(&self) -> Duration {
         Duration::ZERO
+    }
+}
+
+/// Dials like [`TurmoilConnector`] from a server host, and hands each socket to the host's
+/// [`SocketRegistry`], so that a crash closes the host's outgoing connections (its servers'
+/// etcd registrations) in dial order too, not in tokio's task-id order.
+#[derive(Debug, Clone)]
+pub(crate) struct RegisteredConnector {
+    pub(crate) registry: SocketRegistry,
+}
+
+impl Connector for RegisteredConnector {
+    fn connect(&self, addr: &str) -> ConnectFuture {
+        let (dialing, registry) = (dial(addr.to_owned()), self.registry.clone());
+        Box::pin(async move { Ok(Box::new(registry.register(dialing.await?)) as BoxedIo) })
+    }
+
+    fn min_keepalive_interval(&self) -> Duration {
+        TurmoilConnector.min_keepalive_interval()
     }
 }
 
@@ -61,8 +82,8 @@ impl Listener for TcpListener {
 
 type Shared = Arc<Mutex<TcpStream>>;
 
-/// Co-owns every socket a host accepted, keyed by a per-host accept counter, so that a crash
-/// closes them in accept order.
+/// Co-owns every socket a host accepted or dialled ([`RegisteredConnector`]), keyed by a
+/// per-host counter, so that a crash closes them in the order they were opened.
 ///
 /// # Determinism
 /// When turmoil crashes a host it drops the host's runtime, and tokio drops the tasks in task-id

@@ -164,7 +164,8 @@ async fn boot(host: String, servers: Vec<Server>, context: HostContext) -> turmo
         let boot = boots.push(&server.name, trace::now(), recorder.clone());
         trace.record(&server.name, format!("boot {boot}: listening on {host}:{}", server.port));
         if let (Some(etcd), Some(_)) = (&etcd, &server.register) {
-            let registering = keep_registered(etcd.clone(), server.clone(), boot, trace.clone());
+            let (etcd, sockets) = (etcd.clone(), registry.clone());
+            let registering = keep_registered(etcd, server.clone(), boot, trace.clone(), sockets);
             tokio::task::spawn_local(registering);
         }
         let listener = RegisteredListener {

@@ -174,13 +174,7 @@ pub(super) fn generate(seed: u64) -> Generated {
             faults.sort_by_key(|f| f.at_ms);
         }
     }
-    // Not with etcd: a crashing server host's own connections to etcd (its registration)
-    // close in tokio task-id order, which the socket registry does not pin down yet, and the
-    // extra tasks of aging connections made that order differ between two runs of one seed
-    // in the same process.
-    if discovery != Discovery::Etcd {
-        max_age(&mut extra, &mut servers);
-    }
+    max_age(&mut extra, &mut servers);
     let mut client = client;
     let health = round_robin && focus.is_none() && health_drawn(seed);
     if health {
