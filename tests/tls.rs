@@ -422,24 +422,27 @@ async fn the_server_refuses_a_tls_client_that_does_not_offer_alpn_h2() {
     assert_eq!(server.handshakes.completed(), 0);
 }
 
-/// Regression: every request went out with `:scheme` `http`, even over TLS, where gRPC clients
-/// send `https` (RFC 9113 §8.3.1; grpc-go does).
-#[tokio::test]
-async fn rpcs_over_tls_carry_the_https_scheme() {
+/// What a request said about where it was going: its path, `:scheme` and `:authority`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>, Option<String>)>>>;
+
+/// A TLS server for one connection that records every request and answers each with
+/// UNIMPLEMENTED (so a health check is switched off and an RPC fails at once).
+async fn recording_server(ca: &Ca, names: &[&str]) -> (u16, Seen) {
     use anchorage::server::Listener;
-    let ca = Ca::new("test CA");
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let port = tcp.local_addr().unwrap().port();
-    let listener = TlsListener::new(tcp, &server_config(&ca.server(&["localhost"]))).unwrap();
-    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(async move {
+    let listener = TlsListener::new(tcp, &server_config(&ca.server(names))).unwrap();
+    let seen = Seen::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
         let (io, _) = listener.accept().await.expect("one TLS connection");
-        let seen_tx = std::sync::Mutex::new(Some(seen_tx));
         let service = hyper::service::service_fn(move |request: http::Request<_>| {
-            let scheme = request.uri().scheme_str().map(str::to_owned);
-            if let Some(tx) = seen_tx.lock().unwrap().take() {
-                let _ = tx.send(scheme);
-            }
+            let uri = request.uri();
+            record.lock().unwrap().push((
+                uri.path().to_owned(),
+                uri.scheme_str().map(str::to_owned),
+                uri.authority().map(ToString::to_string),
+            ));
             let _body: hyper::body::Incoming = request.into_body();
             let response = http::Response::builder()
                 .header("content-type", "application/grpc")
@@ -452,11 +455,50 @@ async fn rpcs_over_tls_carry_the_https_scheme() {
             .serve_connection(hyper_util::rt::TokioIo::new(io), service)
             .await
     });
+    (port, seen)
+}
+
+/// Regression: every request went out with `:scheme` `http`, even over TLS, where gRPC clients
+/// send `https` (RFC 9113 §8.3.1; grpc-go does).
+#[tokio::test]
+async fn rpcs_over_tls_carry_the_https_scheme() {
+    let ca = Ca::new("test CA");
+    let (port, seen) = recording_server(&ca, &["localhost"]).await;
     let target = format!("pass:///localhost:{port}");
     let mut client = EchoClient::new(channel(Channel::builder(target).tls(trusting(&ca))));
     let status = echo(&mut client).await.expect_err("the test server answers UNIMPLEMENTED");
     assert_eq!(status.code(), Code::Unimplemented, "the request must reach the server: {status:?}");
-    let scheme = seen_rx.await.expect("the server saw a request");
-    assert_eq!(scheme.as_deref(), Some("https"), "an RPC over TLS must carry :scheme https");
-    server.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "one request: {seen:?}");
+    assert_eq!(seen[0].1.as_deref(), Some("https"), "an RPC over TLS must carry :scheme https");
+}
+
+/// Regression: the health check's `Watch` went out with `:scheme` `http` and the resolved
+/// address as `:authority`, where every other RPC of the channel carries the channel's own
+/// (grpc-go's health client runs on the channel's transport, with its authority).
+#[tokio::test]
+async fn the_health_watch_carries_the_channels_scheme_and_authority() {
+    let ca = Ca::new("test CA");
+    let (port, seen) = recording_server(&ca, &["localhost", "echo.example"]).await;
+    let target = format!("pass:///127.0.0.1:{port}");
+    let config =
+        r#"{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":""}}"#;
+    let builder = Channel::builder(target)
+        .tls(trusting(&ca))
+        .authority("echo.example")
+        .unwrap()
+        .default_service_config(config)
+        .unwrap();
+    let mut client = EchoClient::new(channel(builder));
+    let status = echo(&mut client).await.expect_err("the test server answers UNIMPLEMENTED");
+    assert_eq!(status.code(), Code::Unimplemented, "UNIMPLEMENTED Watch keeps the server in use");
+    let seen = seen.lock().unwrap().clone();
+    let watch = seen.iter().find(|(path, ..)| path == "/grpc.health.v1.Health/Watch");
+    let (_, scheme, authority) = watch.unwrap_or_else(|| panic!("a Watch must be sent: {seen:?}"));
+    assert_eq!(scheme.as_deref(), Some("https"), "the Watch over TLS must carry :scheme https");
+    assert_eq!(
+        authority.as_deref(),
+        Some("echo.example"),
+        "the Watch must carry the channel's :authority, not the address dialled"
+    );
 }

@@ -78,7 +78,7 @@ pub(super) struct Controller {
     pub(super) rng: ChaCha8Rng,
     pub(super) config: Arc<SubchannelConfig>,
     /// The channel's current service config, for subchannels that check health (gRFC A17).
-    pub(super) service_config: subchannel::ConfigWatch,
+    pub(super) health: subchannel::HealthSource,
     pub(super) connector: Arc<dyn Connector>,
     pub(super) state_tx: mpsc::Sender<StateEvent>,
     pub(super) events: EventSink,
@@ -105,7 +105,7 @@ impl ChannelController for Controller {
             self.connector.clone(),
             self.state_tx.clone(),
             seed,
-            options.health_check.then(|| self.service_config.clone()),
+            options.health_check.then(|| self.health.clone()),
         );
         self.subchannels.insert(id, (sc.downgrade(), self.calling));
         self.events.emit(ChannelEvent::SubchannelCreated { id, address: address.clone() });

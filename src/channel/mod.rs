@@ -438,6 +438,9 @@ impl ChannelBuilder {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let call_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
 
+        let scheme =
+            if self.tls.is_some() { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
+        let origin = Origin { scheme, authority };
         let (sink, updates) = UpdateSink::pair();
         let resolver = builder.build(&target, sink)?;
         let default_config = Arc::new(self.default_config);
@@ -452,7 +455,11 @@ impl ChannelBuilder {
             resolve_now: false,
             rng,
             config: Arc::new(subchannel_config),
-            service_config: config_rx.clone(),
+            health: subchannel::HealthSource {
+                config: config_rx.clone(),
+                scheme: origin.scheme.clone(),
+                authority: origin.authority.clone(),
+            },
             connector,
             state_tx,
             events: self.events,
@@ -480,13 +487,7 @@ impl ChannelBuilder {
                 config: config_rx,
                 rng: Mutex::new(call_rng),
                 retry_buffer: self.retry_buffer,
-                origin: Origin {
-                    scheme: match self.tls {
-                        Some(_) => http::uri::Scheme::HTTPS,
-                        None => http::uri::Scheme::HTTP,
-                    },
-                    authority,
-                },
+                origin,
                 throttles: throttle::Throttles::default(),
                 mutant: self.mutant,
                 dropped: Mutex::default(),

@@ -39,6 +39,16 @@ use crate::service_config::ServiceConfig;
 /// reads it when its transport is up).
 pub(crate) type ConfigWatch = watch::Receiver<Arc<ServiceConfig>>;
 
+/// What a subchannel that asked for health checks is given by its channel: the service config
+/// to read, and the `:scheme` and `:authority` the channel's RPCs carry, which its `Watch`
+/// carries too (grpc-go's health client runs on the channel's transport, with its authority).
+#[derive(Debug, Clone)]
+pub(crate) struct HealthSource {
+    pub(crate) config: ConfigWatch,
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: http::uri::Authority,
+}
+
 /// A state change the checker wants reported to the policy.
 pub(crate) type Report = (ConnectivityState, Option<ConnectionError>);
 
@@ -85,6 +95,9 @@ pub(crate) fn on_stream_error(addr: &str, status: &Status) -> StreamEnd {
 /// each health-filtered state change (same-state repeats are not reported).
 pub(crate) struct Checker {
     pub(crate) addr: String,
+    /// The `:scheme` and `:authority` of the Watch request.
+    pub(crate) scheme: http::uri::Scheme,
+    pub(crate) authority: http::uri::Authority,
     pub(crate) service: String,
     pub(crate) sender: SendRequest<tonic::body::Body>,
     pub(crate) backoff: Backoff,
@@ -153,11 +166,13 @@ impl Checker {
     /// Opens the Watch stream on this connection.
     async fn watch(&self) -> Result<tonic::Streaming<HealthCheckResponse>, Status> {
         let origin = Uri::builder()
-            .scheme("http")
-            .authority(self.addr.as_str())
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
             .path_and_query("/")
             .build()
-            .map_err(|e| Status::internal(format!("health: bad origin {:?}: {e}", self.addr)))?;
+            .map_err(|e| {
+                Status::internal(format!("health: bad origin {:?}: {e}", self.authority))
+            })?;
         let mut client = HealthClient::with_origin(Connection(self.sender.clone()), origin);
         let request = HealthCheckRequest { service: self.service.clone() };
         Ok(client.watch(request).await?.into_inner())

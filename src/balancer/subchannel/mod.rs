@@ -78,7 +78,7 @@ pub use config::{
     SubchannelConfig,
 };
 use connect::{Connected, Ended};
-pub(crate) use health::ConfigWatch;
+pub(crate) use health::{ConfigWatch, HealthSource};
 
 /// How many state events the subchannels of one channel may have queued for its control task
 /// before their tasks wait. Each connect attempt produces at most three events, and the control
@@ -293,7 +293,7 @@ pub(crate) fn spawn(
     connector: Arc<dyn Connector>,
     events: mpsc::Sender<StateEvent>,
     rng_seed: u64,
-    health: Option<ConfigWatch>,
+    health: Option<HealthSource>,
 ) -> Subchannel {
     let (connect, commands) = mpsc::channel(1);
     let connect = ConnectSink::Task(connect);
@@ -328,7 +328,7 @@ struct Worker {
     commands: mpsc::Receiver<()>,
     events: mpsc::Sender<StateEvent>,
     /// The service config, when the policy asked for health checks.
-    health: Option<ConfigWatch>,
+    health: Option<HealthSource>,
     /// Seeds each health checker's backoff.
     health_rng: ChaCha8Rng,
 }
@@ -474,11 +474,15 @@ impl Worker {
     /// The health checker for the connection that just became READY, if the policy asked for
     /// one and the service config has a `healthCheckConfig` now.
     fn health_checker(&mut self) -> Option<health::Checker> {
-        let service = self.health.as_ref()?.borrow().health_check()?.service_name.clone();
+        let source = self.health.as_ref()?;
+        let service = source.config.borrow().health_check()?.service_name.clone();
+        let (scheme, authority) = (source.scheme.clone(), source.authority.clone());
         let sender = self.conn.upgrade().and_then(|shared| lock(&shared.conn).clone())?;
         let rng = ChaCha8Rng::seed_from_u64(self.health_rng.next_u64());
         Some(health::Checker {
             addr: self.addr.clone(),
+            scheme,
+            authority,
             service,
             sender,
             backoff: Backoff::new(self.config.backoff.clone(), rng),
