@@ -78,7 +78,7 @@ pub use config::{
     SubchannelConfig,
 };
 use connect::{Connected, Ended};
-pub(crate) use health::{ConfigWatch, HealthSource};
+pub(crate) use health::HealthSource;
 
 /// How many state events the subchannels of one channel may have queued for its control task
 /// before their tasks wait. Each connect attempt produces at most three events, and the control
