@@ -69,7 +69,32 @@ fn every_fault_kind_appears_in_some_seeds_and_is_switched_off_in_others() {
         Action::ExpireLease,
         Action::Compact,
         Action::SlowBody,
+        Action::GoAway,
+        Action::Unhealthy,
+        Action::Healthy,
     ];
+    // A new fault kind makes this match fail to compile: a reminder to add it to the list.
+    for action in all {
+        match action {
+            Action::Crash
+            | Action::Restart
+            | Action::Bounce
+            | Action::Partition
+            | Action::Repair
+            | Action::Hold
+            | Action::Release
+            | Action::Latency
+            | Action::Resolve
+            | Action::Register
+            | Action::Deregister
+            | Action::ExpireLease
+            | Action::Compact
+            | Action::SlowBody
+            | Action::GoAway
+            | Action::Unhealthy
+            | Action::Healthy => {}
+        }
+    }
     let mut present = BTreeSet::new();
     let mut absent = BTreeSet::new();
     for seed in 0..400 {
