@@ -502,3 +502,15 @@ async fn the_health_watch_carries_the_channels_scheme_and_authority() {
         "the Watch must carry the channel's :authority, not the address dialled"
     );
 }
+
+/// A channel without TLS dialling a TLS server must say that TLS is the likely cause, not only
+/// that the connection ended.
+#[tokio::test]
+async fn a_plaintext_channel_to_a_tls_server_fails_saying_the_server_speaks_tls() {
+    let ca = Ca::new("test CA");
+    let server = start(server_config(&ca.server(&["localhost"]))).await;
+    let target = format!("pass:///localhost:{}", server.addr.port());
+    let mut client = EchoClient::new(channel(Channel::builder(target)));
+    let failures = all_fail(&mut client, 3).await;
+    assert_unavailable_saying(&failures, &["TLS", "ChannelBuilder::tls"]);
+}

@@ -238,6 +238,11 @@ impl FrameScanner {
         }
     }
 
+    /// `reason`, with a hint when the server's first bytes are a TLS record.
+    fn with_tls_hint(&self, reason: String) -> String {
+        if self.frames == 0 && self.seen >= 2 { tls_hint(&self.header, reason) } else { reason }
+    }
+
     /// Whether the current frame is a GOAWAY on stream 0 (the only place it is valid).
     fn is_goaway(&self) -> bool {
         self.header[3] == GOAWAY && self.header[5..9] == [0, 0, 0, 0]
@@ -287,6 +292,7 @@ impl FrameWatch {
     }
 
     fn decide(&mut self, verdict: PrefaceVerdict) {
+        let verdict = verdict.map_err(|reason| self.scanner.with_tls_hint(reason));
         if let Some(tx) = self.verdict.take() {
             let _ = tx.send(verdict);
         }
@@ -315,6 +321,19 @@ impl FrameWatch {
     }
 }
 
+/// `reason`, with a hint when `first` (the server's first bytes) starts as a TLS record does: a
+/// handshake (0x16) or alert (0x15) record of TLS 1.x (RFC 8446 §5.1). A TLS server that gets
+/// HTTP/2 in the clear answers so.
+fn tls_hint(first: &[u8], reason: String) -> String {
+    match first {
+        [0x15 | 0x16, 0x03, ..] => format!(
+            "{reason}; the server answered with a TLS record: it speaks TLS, so the channel \
+             needs TLS too (ChannelBuilder::tls, probe --tls or --ca)"
+        ),
+        _ => reason,
+    }
+}
+
 /// Checks the server's first frame header (RFC 9113 §3.4: the server preface is a SETTINGS
 /// frame; §6.5: on stream 0, not an ACK, a payload of 6-byte entries).
 fn check_first_frame(header: &[u8; FRAME_HEADER_LEN]) -> PrefaceVerdict {
@@ -322,9 +341,10 @@ fn check_first_frame(header: &[u8; FRAME_HEADER_LEN]) -> PrefaceVerdict {
     let (kind, flags) = (header[3], header[4]);
     let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
     if kind != SETTINGS {
-        return Err(format!(
+        let reason = format!(
             "the server's first frame is not SETTINGS (type {kind:#04x}); is it an HTTP/2 server?"
-        ));
+        );
+        return Err(tls_hint(header, reason));
     }
     if stream != 0 || flags & ACK != 0 || !length.is_multiple_of(6) {
         return Err(format!(
@@ -379,6 +399,19 @@ impl AsyncWrite for FrameWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_record_where_the_preface_should_be_is_named_as_tls() {
+        let handshake = [0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76];
+        let error = check_first_frame(&handshake).unwrap_err();
+        assert!(error.contains("speaks TLS"), "a TLS handshake record must be named: {error}");
+        let mut scanner = FrameScanner::default();
+        scanner.feed(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46], &mut |_| {});
+        let closed = scanner.with_tls_hint("closed before its preface".to_owned());
+        assert!(closed.contains("speaks TLS"), "a TLS alert then EOF must be named: {closed}");
+        let http1 = check_first_frame(b"HTTP/1.1 ").unwrap_err();
+        assert!(!http1.contains("TLS"), "an HTTP/1 reply is not TLS: {http1}");
+    }
 
     #[test]
     fn the_first_frame_must_be_a_settings_frame_on_stream_zero() {
