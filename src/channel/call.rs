@@ -337,7 +337,10 @@ async fn send(
             Some(request) => Attempt::NotSent(request),
             None => {
                 let error = error.into_error();
-                let status = Status::unavailable(format!("channel: transport failed: {error}"));
+                let status = Status::unavailable(format!(
+                    "channel: transport failed: {}",
+                    with_sources(&error)
+                ));
                 match unprocessed(&error) {
                     Some(refused) => Attempt::Unprocessed { status, refused },
                     None => Attempt::Failed(status),
@@ -345,6 +348,22 @@ async fn send(
             }
         },
     }
+}
+
+/// `error` and each of its sources, as `error: source: source`: hyper's own message for a
+/// failed stream ("connection error") says nothing without the cause below it.
+fn with_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Whether a failed attempt's stream was never processed by the server, per the HTTP/2 error in
@@ -535,6 +554,26 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a stream killed by a reset connection failed with hyper's bare "connection
+    /// error", which hid the cause ("Connection reset") below it.
+    #[test]
+    fn a_transport_failure_names_every_cause_below_it_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection error")]
+        struct Outer(#[source] std::io::Error);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "Connection reset");
+        assert_eq!(with_sources(&Outer(reset)), "connection error: Connection reset");
+        #[derive(Debug, thiserror::Error)]
+        #[error("read failed: Connection reset")]
+        struct Repeats(#[source] std::io::Error);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "Connection reset");
+        assert_eq!(
+            with_sources(&Repeats(reset)),
+            "read failed: Connection reset",
+            "a cause the message already ends with is not repeated"
+        );
+    }
 
     #[test]
     fn grpc_timeout_headers_parse_in_every_unit() {

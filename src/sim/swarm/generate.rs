@@ -174,7 +174,12 @@ pub(super) fn generate(seed: u64) -> Generated {
             faults.sort_by_key(|f| f.at_ms);
         }
     }
-    max_age(&mut extra, &mut servers);
+    // Not in focused seeds: their failover bound assumes the connection the channel fails over
+    // to stays up, while a max age sends pick_first back through the crashed host's addresses
+    // (each a connect timeout) every age, as grpc-go's pick_first does.
+    if focus.is_none() {
+        max_age(&mut extra, &mut servers);
+    }
     let mut client = client;
     let health = round_robin && focus.is_none() && health_drawn(seed);
     if health {
