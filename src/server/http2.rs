@@ -159,7 +159,10 @@ async fn connection<Io>(
     if let Some((interval, timeout)) = config.keepalive {
         builder.keep_alive_interval(interval).keep_alive_timeout(timeout);
     }
-    let mut served = pin!(builder.serve_connection(TokioIo::new(io), service));
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let io = HandedBack { io: Some(io), slot: slot.clone() };
+    // Boxed, so that dropping it below drops hyper's connection, and with it the stream.
+    let mut served = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     let stop = guard.open.stop.notified();
     let mut stop = pin!(stop);
     // Registered before the flag is read, so a shutdown between the two is not missed.
@@ -178,12 +181,16 @@ async fn connection<Io>(
     goaway.as_mut().enable();
     let grace = config.max_age.and_then(|max_age| max_age.grace);
     let mut grace_over: Option<Pin<Box<Sleep>>> = None;
+    // Set when hyper finished a graceful shutdown: the final GOAWAY is written.
+    let mut lingering = false;
     loop {
         let why = tokio::select! {
             biased;
             result = &mut served => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
+                match result {
+                    Err(error) => tracing::debug!(%error, "connection ended with an error"),
+                    Ok(()) if going_away => lingering = true,
+                    Ok(()) => {}
                 }
                 break;
             }
@@ -207,6 +214,116 @@ async fn connection<Io>(
         if !stopping {
             grace_over = grace.map(|grace| Box::pin(tokio::time::sleep(grace)));
         }
+    }
+    // hyper drops the stream with the connection; `HandedBack` puts it in the slot.
+    drop(served);
+    let io = crate::balancer::subchannel::lock(&slot).take();
+    if let (true, Some(io)) = (lingering, io) {
+        linger(io).await;
+    }
+}
+
+/// How long a connection that ended with a GOAWAY stays readable for the client's last frames.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Closes the write side of a connection whose final GOAWAY has been written, then reads and
+/// discards until the client closes its side, at most [`LINGER`]. A client may open a stream
+/// while the GOAWAY is in flight; closing the socket at once would answer that stream's frames
+/// with a TCP reset, and a reset makes the client's TCP drop what it has not read yet, the
+/// GOAWAY included, so the client never learns that the stream was not processed and may be
+/// retried. Go's `net/http` server lingers the same way before closing (`closeWriteAndWait`).
+async fn linger<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        // hyper has usually shut the write side already; then this fails, harmlessly.
+        let _ = io.shutdown().await;
+        let mut discard = [0u8; 4096];
+        while let Ok(1..) = io.read(&mut discard).await {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// A connection's stream, which it puts back into `slot` when hyper drops it, so the
+/// connection's task can linger on it (hyper's HTTP/2 server gives no way to take the stream
+/// back).
+struct HandedBack<Io> {
+    /// `Some` until dropped.
+    io: Option<Io>,
+    slot: Arc<std::sync::Mutex<Option<Io>>>,
+}
+
+impl<Io> HandedBack<Io> {
+    fn io(&mut self) -> io::Result<Pin<&mut Io>>
+    where
+        Io: Unpin,
+    {
+        match &mut self.io {
+            Some(io) => Ok(Pin::new(io)),
+            None => Err(io::Error::other("the stream was handed back")),
+        }
+    }
+}
+
+impl<Io> Drop for HandedBack<Io> {
+    fn drop(&mut self) {
+        if let Some(io) = self.io.take() {
+            *crate::balancer::subchannel::lock(&self.slot) = Some(io);
+        }
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for HandedBack<Io> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for HandedBack<Io> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(error) => Poll::Ready(Err(error)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
     }
 }
 
