@@ -21,7 +21,9 @@ use crate::sim::scenario::{
     Scenario, ServerSpec, Workload,
 };
 
-/// Every fault kind the harness knows, in declaration order.
+/// The fault kinds of the random phase, in declaration order: each seed switches each on or off
+/// at the first draw. `goaway`, `unhealthy` and `healthy` came later and are drawn from streams
+/// of their own (see [`generate`]), so that adding them left these draws as they were.
 pub(super) const ACTIONS: [Action; 14] = [
     Action::Crash,
     Action::Restart,
