@@ -34,6 +34,13 @@ use crate::pb::{SetHealthRequest, SetHealthResponse};
 /// The method path of the streaming health watch (gRFC A17).
 pub const HEALTH_WATCH_METHOD: &str = "/grpc.health.v1.Health/Watch";
 
+/// The most services a server's health table holds: `SetHealth` for a new name beyond it is
+/// refused, so a client cannot grow the table without limit.
+pub const MAX_HEALTH_SERVICES: usize = 1024;
+
+/// The longest service name `SetHealth` takes, in bytes.
+pub const MAX_HEALTH_SERVICE_NAME: usize = 1024;
+
 /// A server's health statuses by service name, changeable at run time. Clones share the table.
 ///
 /// A new table knows two services, both with the initial status: the whole server (the empty
@@ -166,7 +173,9 @@ pub(crate) struct AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     /// # Errors
-    /// `InvalidArgument` when `status` is not a `grpc.health.v1` serving status number.
+    /// `InvalidArgument` when `status` is not a `grpc.health.v1` serving status number or the
+    /// name is longer than [`MAX_HEALTH_SERVICE_NAME`]; `ResourceExhausted` for a new name when
+    /// the table holds [`MAX_HEALTH_SERVICES`] already.
     async fn set_health(
         &self,
         request: Request<SetHealthRequest>,
@@ -177,6 +186,22 @@ impl Admin for AdminService {
                 "set health: status {status} is not a grpc.health.v1 serving status"
             )));
         };
+        if service.len() > MAX_HEALTH_SERVICE_NAME {
+            return Err(Status::invalid_argument(format!(
+                "set health: service name of {} bytes; at most {MAX_HEALTH_SERVICE_NAME}",
+                service.len()
+            )));
+        }
+        let full = {
+            let statuses = crate::balancer::subchannel::lock(&self.health.table.statuses);
+            !statuses.contains_key(&service) && statuses.len() >= MAX_HEALTH_SERVICES
+        };
+        if full {
+            return Err(Status::resource_exhausted(format!(
+                "set health: the server already knows {MAX_HEALTH_SERVICES} services; \
+                 {service:?} is not one of them"
+            )));
+        }
         let previous = self.health.set(&service, status);
         tracing::info!(server = %self.server, service, status = status.as_str_name(), "health set");
         Ok(Response::new(SetHealthResponse { previous: previous.into() }))
@@ -286,6 +311,34 @@ pub fn parse_serving_status(text: &str) -> Result<ServingStatus, UnknownServingS
 mod tests {
     use super::*;
     use tokio_stream::StreamExt;
+
+    /// Regression: every `SetHealth` with a new name added it for good, so any client could
+    /// grow the server's table without limit.
+    #[tokio::test]
+    async fn set_health_refuses_new_names_beyond_the_table_bound_and_overlong_names() {
+        let health = HealthStatus::default();
+        let admin = AdminService { health: health.clone(), server: "s".into() };
+        let set = |service: String| {
+            let admin = admin.clone();
+            async move {
+                let status = ServingStatus::NotServing.into();
+                admin.set_health(Request::new(SetHealthRequest { service, status })).await
+            }
+        };
+        let mut refused = 0;
+        for i in 0..MAX_HEALTH_SERVICES + 10 {
+            if let Err(status) = set(format!("svc{i}")).await {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                refused += 1;
+            }
+        }
+        let held = crate::balancer::subchannel::lock(&health.table.statuses).len();
+        assert_eq!(held, MAX_HEALTH_SERVICES, "the table must stop at its bound");
+        assert!(refused >= 10, "names beyond the bound must be refused");
+        assert!(set("svc0".into()).await.is_ok(), "a known name can still be changed");
+        let long = set("x".repeat(MAX_HEALTH_SERVICE_NAME + 1)).await.unwrap_err();
+        assert_eq!(long.code(), tonic::Code::InvalidArgument, "{long:?}");
+    }
 
     fn service(health: &HealthStatus) -> HealthService {
         HealthService { health: health.clone() }

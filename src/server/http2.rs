@@ -87,7 +87,8 @@ impl MaxAge {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(n);
         let factor: f64 = rng.random_range(0.9..=1.1);
-        self.age.mul_f64(factor)
+        // Saturates: an age of `Duration::MAX` (never, in effect) must not overflow.
+        Duration::try_from_secs_f64(self.age.as_secs_f64() * factor).unwrap_or(Duration::MAX)
     }
 }
 
@@ -441,5 +442,15 @@ mod tests {
         assert_eq!(max_age.age_of(3), ages[3], "the jitter must depend only on seed and number");
         let distinct: std::collections::BTreeSet<_> = ages.iter().collect();
         assert!(distinct.len() > 150, "connections must not all age alike (jitter spreads them)");
+    }
+
+    /// Regression: `Duration::mul_f64` panicked when the jittered age overflowed, so a library
+    /// user passing `Duration::MAX` for "never" killed the accept loop at the first connection.
+    #[test]
+    fn a_max_age_too_long_to_jitter_saturates_instead_of_panicking() {
+        let max_age = MaxAge { age: Duration::MAX, grace: None, seed: 7 };
+        for n in 0..50 {
+            assert!(max_age.age_of(n) >= Duration::from_secs(u64::MAX / 2), "connection {n}");
+        }
     }
 }

@@ -64,7 +64,10 @@ use deadline::DeadlineIo;
 pub use echo::{ECHO_METHOD, EchoService};
 use fallback::Fallback;
 pub use fallback::HEALTH_CHECK_METHOD;
-pub use health::{HEALTH_WATCH_METHOD, HealthStatus, UnknownServingStatus, parse_serving_status};
+pub use health::{
+    HEALTH_WATCH_METHOD, HealthStatus, MAX_HEALTH_SERVICE_NAME, MAX_HEALTH_SERVICES,
+    UnknownServingStatus, parse_serving_status,
+};
 use http2::{Http2Config, MaxAge};
 pub use listener::{Incoming, Listener};
 pub use recorder::{

@@ -175,8 +175,8 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// The debug data of grpc-go's GOAWAY for a client that PINGs too often (gRFC A8).
 const TOO_MANY_PINGS: &[u8] = b"too_many_pings";
 /// How much of a GOAWAY payload is kept: last-stream-id, error code, and enough debug data to
-/// recognise `too_many_pings`. The rest is skipped like any payload.
-const GOAWAY_KEPT: usize = 8 + TOO_MANY_PINGS.len();
+/// tell `too_many_pings` from anything that only starts with it. The rest is skipped.
+const GOAWAY_KEPT: usize = 8 + TOO_MANY_PINGS.len() + 1;
 
 /// What the scanner saw in the server's bytes.
 #[derive(Debug, PartialEq, Eq)]
@@ -504,6 +504,12 @@ mod tests {
         assert!(
             matches!(&seen[2], Seen::GoAway(GoAway { too_many_pings: false, .. })),
             "other debug data is not too_many_pings"
+        );
+        let longer = goaway_payload(3, ENHANCE_YOUR_CALM, b"too_many_pings_and_more");
+        let seen = scan(&[frame(SETTINGS, 0, &[]), frame(GOAWAY, 0, &longer)].concat(), 1);
+        assert!(
+            matches!(&seen[1], Seen::GoAway(GoAway { too_many_pings: false, .. })),
+            "debug data that only starts with too_many_pings is not it (grpc-go compares it whole)"
         );
         let on_stream = frame(GOAWAY, 1, &goaway_payload(3, 0, b""));
         assert_eq!(
