@@ -223,7 +223,10 @@ impl LbPolicy for RoundRobin {
         let previous = std::mem::replace(&mut entry.state, state.state);
         match state.state {
             Idle => {
-                if previous == Ready {
+                // A connection that was up ended (lost, or a GOAWAY). With health checking the
+                // policy may have seen it as CONNECTING (its Watch opening) rather than READY;
+                // a connect attempt itself never goes from CONNECTING to IDLE.
+                if matches!(previous, Ready | Connecting) {
                     controller.request_resolution();
                 }
                 subchannel.connect();
@@ -455,6 +458,18 @@ mod tests {
         move_to(&mut policy, &mut cc, 0, state(Idle));
         move_to(&mut policy, &mut cc, 0, failure("a2:1"));
         assert!(cc.picks(1)[0].contains("a2:1"), "RPCs must see the latest connection error");
+    }
+
+    /// Regression: re-resolution followed only READY → IDLE, so a GOAWAY on a connection whose
+    /// health check was still opening (CONNECTING to the policy) re-resolved nothing, and
+    /// MAX_CONNECTION_AGE did not move such clients to the resolver's new answer.
+    #[test]
+    fn round_robin_re_resolves_when_a_connection_ends_while_its_health_check_opens() {
+        let (mut policy, mut cc) = given_list(&["a:1"]);
+        move_to(&mut policy, &mut cc, 0, state(Connecting));
+        cc.take_log();
+        move_to(&mut policy, &mut cc, 0, state(Idle));
+        assert!(cc.take_log().contains(&"resolve_now".to_owned()), "a lost connection re-resolves");
     }
 
     #[test]
