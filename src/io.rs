@@ -39,6 +39,49 @@ macro_rules! forward_async_write {
             std::pin::Pin::new(&mut self.get_mut().$field).poll_shutdown(cx)
         }
     };
+    // The same, passing every write, flush or shutdown error through the method `$hook(&mut
+    // self, io::Error, &mut Context) -> io::Error` first.
+    ($field:ident, $hook:ident) => {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            match std::pin::Pin::new(&mut this.$field).poll_write(cx, buf) {
+                std::task::Poll::Ready(Err(error)) => {
+                    std::task::Poll::Ready(Err(this.$hook(error, cx)))
+                }
+                other => other,
+            }
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            match std::pin::Pin::new(&mut this.$field).poll_flush(cx) {
+                std::task::Poll::Ready(Err(error)) => {
+                    std::task::Poll::Ready(Err(this.$hook(error, cx)))
+                }
+                other => other,
+            }
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let this = self.get_mut();
+            match std::pin::Pin::new(&mut this.$field).poll_shutdown(cx) {
+                std::task::Poll::Ready(Err(error)) => {
+                    std::task::Poll::Ready(Err(this.$hook(error, cx)))
+                }
+                other => other,
+            }
+        }
+    };
 }
 
 pub(crate) use forward_async_write;

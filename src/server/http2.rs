@@ -233,7 +233,9 @@ const LINGER: Duration = Duration::from_secs(1);
 /// with a TCP reset, and a reset makes the client's TCP drop what it has not read yet, the
 /// GOAWAY included, so the client never learns that the stream was not processed and may be
 /// retried. Go's `net/http` server lingers the same way before closing (`closeWriteAndWait`).
-async fn linger<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io) {
+/// A TLS connection whose handshake failed lingers too, so the client reads the alert
+/// (`server::tls`).
+pub(super) async fn linger<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let drain = async {
         // hyper has usually shut the write side already; then this fails, harmlessly.

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
-use tokio_rustls::{Accept, TlsAcceptor, server::TlsStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::{FallibleAccept, TlsStream};
 
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Listener};
 use crate::tls::{ALPN_H2, ServerTlsConfig, TlsError};
@@ -103,7 +104,8 @@ impl<L: Listener> Listener for TlsListener<L> {
             let (io, peer) = accepting.await?;
             // The deadline counts from the accept, like the HTTP/2 handshake timeout.
             let deadline = timeout.map(|t| (t, Box::pin(tokio::time::sleep(t))));
-            let state = State::Handshaking { accept: Box::new(acceptor.accept(io)), deadline };
+            let accept = Box::new(acceptor.accept(io).into_fallible());
+            let state = State::Handshaking { accept, deadline };
             Ok((TlsServerIo { state, peer, handshakes }, peer))
         }
     }
@@ -122,7 +124,7 @@ pub struct TlsServerIo<Io> {
 }
 
 enum State<Io> {
-    Handshaking { accept: Box<Accept<Io>>, deadline: Option<(Duration, Pin<Box<Sleep>>)> },
+    Handshaking { accept: Box<FallibleAccept<Io>>, deadline: Option<(Duration, Pin<Box<Sleep>>)> },
     Ready(Box<TlsStream<Io>>),
     Failed,
 }
@@ -138,7 +140,7 @@ impl<Io> std::fmt::Debug for TlsServerIo<Io> {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> TlsServerIo<Io> {
+impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsServerIo<Io> {
     /// Drives the handshake; `Ready(Ok)` once the stream is ready.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<Io>>> {
         if let State::Handshaking { accept, deadline } = &mut self.state {
@@ -157,7 +159,15 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> TlsServerIo<Io> {
                     self.state = State::Ready(Box::new(stream));
                     None
                 }
-                Poll::Ready(Err(e)) => Some(e),
+                Poll::Ready(Err((e, io))) => {
+                    // rustls has written its alert (a TLS 1.3 server refuses a missing client
+                    // certificate after the client's side of the handshake, so the client's
+                    // first HTTP/2 bytes are on their way). Closing at once would answer them
+                    // with a TCP reset, which makes the client drop the unread alert and see
+                    // only "connection reset"; linger so it reads why.
+                    tokio::spawn(super::http2::linger(io));
+                    Some(e)
+                }
                 Poll::Pending => {
                     let Some((timeout, sleep)) = deadline else { return Poll::Pending };
                     ready!(sleep.as_mut().poll(cx));
@@ -185,7 +195,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> TlsServerIo<Io> {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsServerIo<Io> {
+impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncRead for TlsServerIo<Io> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -196,7 +206,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsServerIo<Io> {
     }
 }
 
-impl<Io: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsServerIo<Io> {
+impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncWrite for TlsServerIo<Io> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

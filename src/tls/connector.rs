@@ -135,7 +135,23 @@ impl AsyncRead for TlsIo {
 }
 
 impl tokio::io::AsyncWrite for TlsIo {
-    crate::io::forward_async_write!(stream);
+    crate::io::forward_async_write!(stream, write_failed);
+}
+
+impl TlsIo {
+    /// A write failed: if the server sent a TLS alert first (TLS 1.3 servers refuse a missing
+    /// client certificate with one, after the handshake, and close), the alert is why, and it
+    /// waits unread; say that rather than "broken pipe".
+    fn write_failed(&mut self, error: io::Error, cx: &mut Context<'_>) -> io::Error {
+        let mut scratch = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+            Poll::Ready(Err(alert)) if alert.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+                rewrite(alert, "TLS")
+            }
+            _ => rewrite(error, "TLS"),
+        }
+    }
 }
 
 /// `error` with `context` and, when it carries a rustls error, that error in words.

@@ -393,7 +393,16 @@ impl AsyncRead for FrameWatch {
 }
 
 impl AsyncWrite for FrameWatch {
-    crate::io::forward_async_write!(inner);
+    crate::io::forward_async_write!(inner, write_failed);
+}
+
+impl FrameWatch {
+    /// Before the server's preface, a failed write is the attempt's reason to fail: hyper may
+    /// give up on it without reading again.
+    fn write_failed(&mut self, error: io::Error, _: &mut Context<'_>) -> io::Error {
+        self.decide(Err(format!("sending to the server failed: {error}")));
+        error
+    }
 }
 
 #[cfg(test)]
