@@ -13,7 +13,7 @@
 //! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
 //! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
 //! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
-//! - [`audit`]: judging other resolvers and clients by the same properties.
+//! - [`audit`] (feature `sim`): judging other resolvers and clients by the same properties.
 //! - [`etcd`]: a thin etcd v3 client over the channel, etcd's Go naming format, and an
 //!   in-memory etcd server for tests and simulations.
 //! - [`registry`]: server-side registration in etcd under a lease with keep-alive.
@@ -21,13 +21,23 @@
 //!   connection served each RPC, over any listener.
 //! - [`tls`]: TLS with rustls for channels ([`TlsConfig`](tls::TlsConfig)) and servers
 //!   ([`ServerTlsConfig`](tls::ServerTlsConfig), [`TlsListener`](server::TlsListener)).
-//! - [`sim`]: the deterministic simulation harness: scenarios from `sims/*.toml` on turmoil,
+//! - [`sim`] (feature `sim`): the deterministic simulation harness: scenarios from `sims/*.toml` on turmoil,
 //!   property checks, seeds and replay.
+//!
+//! ## Cargo features
+//! - `sim`: the simulation harness ([`sim`]) and the audit kit ([`audit`]); brings turmoil,
+//!   proptest and toml.
+//! - `cli` (default): the `anchorage` command line; brings `sim`, clap and indicatif.
+//!
+//! With `default-features = false` the crate is the library alone: channel, resolvers,
+//! policies, service config, TLS, the etcd client, resolver and registration, and the
+//! instrumented servers.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod address;
 pub mod anchor;
+#[cfg(feature = "sim")]
 pub mod audit;
 pub mod balancer;
 pub mod channel;
@@ -40,6 +50,7 @@ pub mod registry;
 pub mod resolver;
 pub mod server;
 pub mod service_config;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod target;
 pub mod tls;

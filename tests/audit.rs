@@ -1,6 +1,7 @@
 //! The audit matrix over the shipped subjects: anchorage's resolver passes everything, the
 //! original notes' port fails exactly where its bugs are, and the grpc-go models show which
 //! versions keep `#N` as N connections.
+#![cfg(feature = "sim")]
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -1,5 +1,6 @@
 //! `anchorage audit-serve` judged by our own `probe` over loopback: a client that opens the
 //! expected connections passes, one that does not fails with the numbers.
+#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

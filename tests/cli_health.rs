@@ -1,5 +1,6 @@
 //! `anchorage serve --health` and `anchorage health` against a real server process: the
 //! initial status, a change through the admin RPC, and usage errors.
+#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,6 @@
 //! `anchorage probe` against in-process loopback servers: the JSON report holds the client's
 //! outcome and each server's own count of connections and RPCs.
+#![cfg(feature = "cli")]
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! `anchorage target` as a user runs it: the built binary, its stdout, stderr and exit code.
+#![cfg(feature = "cli")]
 
 use std::process::{Command, Output};
 

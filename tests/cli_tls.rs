@@ -1,6 +1,7 @@
 //! `anchorage serve` and `anchorage probe` over TLS as processes, with certificates made at run
 //! time and written to a temporary directory: server-only TLS, mTLS, a server-name override, and
 //! flag errors that name the file or flag.
+#![cfg(feature = "cli")]
 
 mod pki;
 

@@ -1,6 +1,7 @@
 //! `anchorage register` and `anchorage serve --register` as processes, against the in-memory
 //! etcd (and a real etcd in the ignored live tests): the key is written while they run and
 //! revoked when they get SIGTERM.
+#![cfg(feature = "cli")]
 
 mod etcd_cases;
 mod support;

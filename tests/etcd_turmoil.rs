@@ -1,6 +1,7 @@
 //! The in-memory etcd, the etcd client, registration and the `etcd` resolver on turmoil's
 //! simulated network: etcd runs as a host, leases expire in simulated time, and the same seed
 //! gives the same run.
+#![cfg(feature = "sim")]
 
 use std::cell::RefCell;
 use std::future::pending;

@@ -166,6 +166,7 @@ async fn a_server_whose_watch_is_unimplemented_stays_in_rotation() {
 /// tokio's unseeded thread RNG (`tokio::sync::watch` spreads waiters over shards at random), so
 /// with several connections to one server the order in which its subchannels left READY changed
 /// from run to run with the same seed.
+#[cfg(feature = "sim")]
 #[test]
 fn a_health_status_change_replays_byte_identically_with_the_same_seed() {
     let text = r#"

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,9 +13,7 @@ use anchorage::channel::{Channel, ChannelEvent};
 use anchorage::pb::EchoRequest;
 use anchorage::pb::echo_client::EchoClient;
 use anchorage::server::{GoAwayHandle, InstrumentedServer, ServerRecorder, ServerStats};
-use serde_json::Value;
 use support::{ROUND_ROBIN, echo, fast_backoff};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 
 /// A loopback server configured by `configure`, running until the test ends.
@@ -188,48 +185,65 @@ async fn repeated_goaways_under_load_fail_no_rpc() {
     assert!(server.stats().connections_accepted >= 4, "GOAWAYs must make the client reconnect");
 }
 
-/// `anchorage serve --max-connection-age 1s` with `anchorage probe --duration 6s`: the probe
-/// reconnects at every GOAWAY without failing an RPC.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_over_a_server_with_max_connection_age_loses_no_rpc_and_reconnects() {
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
-        .args(["serve", "--max-connection-age", "1s", "--max-connection-age-grace", "1s"])
-        .args(["--for", "20s"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run anchorage serve");
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("the listening line");
-    let addr = first.strip_prefix("listening on ").expect("listening on ADDR").to_owned();
-    let probe = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_anchorage"))
-            .args(["probe", &format!("pass:///{addr}#2"), "--service-config", ROUND_ROBIN])
-            .args(["--duration", "6s", "--rpcs", "300", "--json"])
-            .output()
-            .expect("run anchorage probe")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8(probe.stdout).unwrap();
-    let stderr = String::from_utf8(probe.stderr).unwrap();
-    assert_eq!(probe.status.code(), Some(0), "probe must succeed: {stderr}");
-    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
-    assert_eq!(report["ok"], 300, "every RPC must succeed across GOAWAYs: {report}");
-    let accepted = report["servers"][0]["connections_accepted"].as_u64().unwrap();
-    assert!(accepted >= 8, "6 s over 2 connections aged 1 s must open at least 8, got {accepted}");
-}
+/// Tests of the `anchorage` binary, which exists with the `cli` feature.
+#[cfg(feature = "cli")]
+mod command_line {
+    use std::process::{Command, Stdio};
 
-#[test]
-fn serve_rejects_a_max_connection_age_out_of_bounds_naming_the_flag() {
-    for value in ["0s", "2d", "soon"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
-            .args(["serve", "--max-connection-age", value])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{value} must be refused");
-        assert!(stderr.contains("--max-connection-age"), "the error must name the flag: {stderr}");
+    use serde_json::Value;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+
+    /// `anchorage serve --max-connection-age 1s` with `anchorage probe --duration 6s`: the probe
+    /// reconnects at every GOAWAY without failing an RPC.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probe_over_a_server_with_max_connection_age_loses_no_rpc_and_reconnects() {
+        let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["serve", "--max-connection-age", "1s", "--max-connection-age-grace", "1s"])
+            .args(["--for", "20s"])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run anchorage serve");
+        let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("the listening line");
+        let addr = first.strip_prefix("listening on ").expect("listening on ADDR").to_owned();
+        let probe = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_anchorage"))
+                .args(["probe", &format!("pass:///{addr}#2"), "--service-config", ROUND_ROBIN])
+                .args(["--duration", "6s", "--rpcs", "300", "--json"])
+                .output()
+                .expect("run anchorage probe")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8(probe.stdout).unwrap();
+        let stderr = String::from_utf8(probe.stderr).unwrap();
+        assert_eq!(probe.status.code(), Some(0), "probe must succeed: {stderr}");
+        let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+        assert_eq!(report["ok"], 300, "every RPC must succeed across GOAWAYs: {report}");
+        let accepted = report["servers"][0]["connections_accepted"].as_u64().unwrap();
+        assert!(
+            accepted >= 8,
+            "6 s over 2 connections aged 1 s must open at least 8, got {accepted}"
+        );
+    }
+
+    #[test]
+    fn serve_rejects_a_max_connection_age_out_of_bounds_naming_the_flag() {
+        for value in ["0s", "2d", "soon"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+                .args(["serve", "--max-connection-age", value])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(out.status.code(), Some(2), "{value} must be refused");
+            assert!(
+                stderr.contains("--max-connection-age"),
+                "the error must name the flag: {stderr}"
+            );
+        }
     }
 }
 
@@ -237,6 +251,7 @@ fn serve_rejects_a_max_connection_age_out_of_bounds_naming_the_flag() {
 /// resolver's new answer is only learnt by re-resolving, and only the max age's GOAWAYs make
 /// the channel re-resolve. With it, a1 and a2 serve nothing after the change plus one age;
 /// without it, they serve every RPC of the run and b1, b2 none.
+#[cfg(feature = "sim")]
 #[test]
 fn only_max_connection_age_moves_traffic_to_addresses_the_resolver_returns_on_re_resolution() {
     let with_age = anchorage::sim::scenario::Scenario::load("sims/max_age_follows_resolver.toml")

@@ -2,6 +2,7 @@
 //! the checks named here, the unmutated channel passes the same runs, and the matrix of
 //! mutants × checks is snapshotted. `anchorage mutants` runs every scenario; this suite runs the
 //! scenarios that matter and stops each mutant at its first failing run, to stay fast.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 use std::time::Instant;

@@ -2,10 +2,7 @@
 //! and RPCs, how the `Stats` RPC and the JSON dump report it, and the `anchorage serve` command.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anchorage::pb::echo_client::EchoClient;
@@ -291,142 +288,159 @@ async fn drain_timeout_bounds_a_shutdown_that_a_silent_peer_would_block() {
 
 // ---- the `anchorage serve` command ----
 
-/// A running `anchorage serve` process; killed on drop if it is still running.
-struct ServeProcess {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+/// Tests of the `anchorage serve` binary, which exists with the `cli` feature.
+#[cfg(feature = "cli")]
+mod serve_command {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
 
-impl ServeProcess {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_anchorage"))
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn anchorage serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+    use super::*;
+
+    /// A running `anchorage serve` process; killed on drop if it is still running.
+    struct ServeProcess {
+        child: Child,
+        lines: mpsc::Receiver<String>,
+    }
+
+    impl ServeProcess {
+        fn spawn(args: &[&str]) -> Self {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+                .arg("serve")
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn anchorage serve");
+            let stdout = child.stdout.take().expect("piped stdout");
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        Self { child, lines }
-    }
+            });
+            Self { child, lines }
+        }
 
-    fn next_line(&self) -> String {
-        self.lines
-            .recv_timeout(STEP_LIMIT)
-            .expect("anchorage serve must print the next line in time")
-    }
+        fn next_line(&self) -> String {
+            self.lines
+                .recv_timeout(STEP_LIMIT)
+                .expect("anchorage serve must print the next line in time")
+        }
 
-    /// Reads the `listening on ADDR` line and returns ADDR.
-    fn listening_addr(&self) -> SocketAddr {
-        let line = self.next_line();
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line must be `listening on ADDR`, got {line:?}"));
-        addr.parse().unwrap_or_else(|err| panic!("bad address in {line:?}: {err}"))
-    }
+        /// Reads the `listening on ADDR` line and returns ADDR.
+        fn listening_addr(&self) -> SocketAddr {
+            let line = self.next_line();
+            let addr = line
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("first line must be `listening on ADDR`, got {line:?}"));
+            addr.parse().unwrap_or_else(|err| panic!("bad address in {line:?}: {err}"))
+        }
 
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM must reach the server process");
-    }
+        fn terminate(&self) {
+            let status = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM must reach the server process");
+        }
 
-    /// Reads the final JSON line and waits for a successful exit.
-    fn final_stats(mut self) -> ServerStats {
-        let line = self.next_line();
-        let stats = serde_json::from_str(&line)
-            .unwrap_or_else(|err| panic!("last line must be the stats JSON ({err}): {line:?}"));
-        let deadline = Instant::now() + STEP_LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for anchorage serve") {
+        /// Reads the final JSON line and waits for a successful exit.
+        fn final_stats(mut self) -> ServerStats {
+            let line = self.next_line();
+            let stats = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("last line must be the stats JSON ({err}): {line:?}"));
+            let deadline = Instant::now() + STEP_LIMIT;
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait for anchorage serve") {
+                    assert!(
+                        status.success(),
+                        "anchorage serve must exit 0 after a clean stop: {status}"
+                    );
+                    return stats;
+                }
                 assert!(
-                    status.success(),
-                    "anchorage serve must exit 0 after a clean stop: {status}"
+                    Instant::now() < deadline,
+                    "anchorage serve must exit after printing its stats"
                 );
-                return stats;
+                std::thread::sleep(Duration::from_millis(10));
             }
-            assert!(
-                Instant::now() < deadline,
-                "anchorage serve must exit after printing its stats"
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
-}
 
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+    impl Drop for ServeProcess {
+        fn drop(&mut self) {
+            if matches!(self.child.try_wait(), Ok(None)) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
         }
     }
-}
 
-fn client_runtime() -> tokio::runtime::Runtime {
-    // A worker thread keeps the client's connection answering while the server shuts down.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
-}
+    fn client_runtime() -> tokio::runtime::Runtime {
+        // A worker thread keeps the client's connection answering while the server shuts down.
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
 
-#[test]
-fn serve_prints_its_address_serves_rpcs_and_prints_stats_as_json_on_sigterm() {
-    // Given `anchorage serve` on an OS-chosen loopback port (`--for` only as a safety net).
-    let process = ServeProcess::spawn(&["--listen", "127.0.0.1:0", "--name", "t", "--for", "60"]);
-    let addr = process.listening_addr();
-    assert!(addr.ip().is_loopback() && addr.port() != 0, "must print the bound address: {addr}");
+    #[test]
+    fn serve_prints_its_address_serves_rpcs_and_prints_stats_as_json_on_sigterm() {
+        // Given `anchorage serve` on an OS-chosen loopback port (`--for` only as a safety net).
+        let process =
+            ServeProcess::spawn(&["--listen", "127.0.0.1:0", "--name", "t", "--for", "60"]);
+        let addr = process.listening_addr();
+        assert!(
+            addr.ip().is_loopback() && addr.port() != 0,
+            "must print the bound address: {addr}"
+        );
 
-    // When a client makes 3 RPCs and the server gets SIGTERM.
-    let runtime = client_runtime();
-    let (client, responses) = runtime.block_on(async {
-        let mut client = connect(addr).await;
-        let responses = echo_times(&mut client, 3).await;
-        (client, responses)
-    });
-    assert!(responses.iter().all(|r| r.server == "t" && r.connection == 0));
-    process.terminate();
+        // When a client makes 3 RPCs and the server gets SIGTERM.
+        let runtime = client_runtime();
+        let (client, responses) = runtime.block_on(async {
+            let mut client = connect(addr).await;
+            let responses = echo_times(&mut client, 3).await;
+            (client, responses)
+        });
+        assert!(responses.iter().all(|r| r.server == "t" && r.connection == 0));
+        process.terminate();
 
-    // Then it stops gracefully and prints one connection with 3 RPCs.
-    let stats = process.final_stats();
-    assert_eq!(stats.server, "t");
-    assert_eq!(stats.connections_accepted, 1, "one client channel must be one connection");
-    assert_eq!(stats.rpcs, 3);
-    assert_eq!(stats.connections[0].rpcs, 3);
-    assert_eq!(stats.connections_closed, 1, "a graceful stop must close the open connection");
-    drop(client);
-}
+        // Then it stops gracefully and prints one connection with 3 RPCs.
+        let stats = process.final_stats();
+        assert_eq!(stats.server, "t");
+        assert_eq!(stats.connections_accepted, 1, "one client channel must be one connection");
+        assert_eq!(stats.rpcs, 3);
+        assert_eq!(stats.connections[0].rpcs, 3);
+        assert_eq!(stats.connections_closed, 1, "a graceful stop must close the open connection");
+        drop(client);
+    }
 
-#[test]
-fn serve_stops_by_itself_when_for_elapses() {
-    let process = ServeProcess::spawn(&["--for", "0.3"]);
-    let addr = process.listening_addr();
-    assert_eq!(addr.ip().to_string(), "127.0.0.1", "serve must bind loopback by default");
+    #[test]
+    fn serve_stops_by_itself_when_for_elapses() {
+        let process = ServeProcess::spawn(&["--for", "0.3"]);
+        let addr = process.listening_addr();
+        assert_eq!(addr.ip().to_string(), "127.0.0.1", "serve must bind loopback by default");
 
-    let stats = process.final_stats();
-    assert_eq!((stats.server.as_str(), stats.connections_accepted), ("server", 0));
-}
+        let stats = process.final_stats();
+        assert_eq!((stats.server.as_str(), stats.connections_accepted), ("server", 0));
+    }
 
-#[test]
-fn serve_refuses_a_non_loopback_address_without_allow_remote() {
-    let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--for", "5"])
-        .output()
-        .expect("run anchorage serve");
+    #[test]
+    fn serve_refuses_a_non_loopback_address_without_allow_remote() {
+        let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .args(["serve", "--listen", "0.0.0.0:0", "--for", "5"])
+            .output()
+            .expect("run anchorage serve");
 
-    assert!(!output.status.success(), "a non-loopback --listen must fail without --allow-remote");
-    assert!(output.stdout.is_empty(), "a refused server must not print a listening line");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("0.0.0.0:0") && stderr.contains("--allow-remote"),
-        "the error must name the address and the way out, got {stderr:?}"
-    );
+        assert!(
+            !output.status.success(),
+            "a non-loopback --listen must fail without --allow-remote"
+        );
+        assert!(output.stdout.is_empty(), "a refused server must not print a listening line");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("0.0.0.0:0") && stderr.contains("--allow-remote"),
+            "the error must name the address and the way out, got {stderr:?}"
+        );
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,29 +116,35 @@ async fn a_connection_that_sent_a_request_outlives_the_idle_timeout() {
     assert_eq!(first.connection, second.connection, "both RPCs must share one connection");
 }
 
-fn serve(args: &[&str]) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
-        .arg("serve")
-        .args(args)
-        .output()
-        .expect("run anchorage serve");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
+/// Tests of the `anchorage serve` binary, which exists with the `cli` feature.
+#[cfg(feature = "cli")]
+mod serve_command {
+    use std::process::Command;
 
-/// Regression: `serve --for 1e300` was taken as is; duration flags had no bound.
-#[test]
-fn serve_rejects_duration_flags_outside_one_millisecond_to_one_day_naming_the_flag() {
-    for flag in ["--for", "--handshake-timeout", "--idle-timeout"] {
-        for bad in ["0", "1e300", "86401", "2000m"] {
-            let (code, stderr) = serve(&[flag, bad]);
-            assert_eq!(code, Some(2), "{flag} {bad} must be a usage error: {stderr}");
-            assert!(
-                stderr.contains(flag) && stderr.contains("86400s"),
-                "the error must name {flag} and its range: {stderr}"
-            );
-        }
+    fn serve(args: &[&str]) -> (Option<i32>, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_anchorage"))
+            .arg("serve")
+            .args(args)
+            .output()
+            .expect("run anchorage serve");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     }
-    let (code, stderr) = serve(&["--ttl", "86401"]);
-    assert_eq!(code, Some(2), "--ttl over a day must be a usage error: {stderr}");
-    assert!(stderr.contains("--ttl") && stderr.contains("1..=86400"), "{stderr}");
+
+    /// Regression: `serve --for 1e300` was taken as is; duration flags had no bound.
+    #[test]
+    fn serve_rejects_duration_flags_outside_one_millisecond_to_one_day_naming_the_flag() {
+        for flag in ["--for", "--handshake-timeout", "--idle-timeout"] {
+            for bad in ["0", "1e300", "86401", "2000m"] {
+                let (code, stderr) = serve(&[flag, bad]);
+                assert_eq!(code, Some(2), "{flag} {bad} must be a usage error: {stderr}");
+                assert!(
+                    stderr.contains(flag) && stderr.contains("86400s"),
+                    "the error must name {flag} and its range: {stderr}"
+                );
+            }
+        }
+        let (code, stderr) = serve(&["--ttl", "86401"]);
+        assert_eq!(code, Some(2), "--ttl over a day must be a usage error: {stderr}");
+        assert!(stderr.contains("--ttl") && stderr.contains("1..=86400"), "{stderr}");
+    }
 }

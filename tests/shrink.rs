@@ -1,6 +1,7 @@
 //! Shrinking a failing run: a real scenario from `sims/` with one injected failure shrinks to a
 //! smaller scenario that fails the same property with the same seed, writes to a file that
 //! loads back, and drops the faults and servers the failure does not need.
+#![cfg(feature = "cli")]
 
 use std::time::Instant;
 

@@ -1,5 +1,6 @@
 //! Every scenario in `sims/` holds over eight seeds plus its regression seeds, and the report of
 //! one fixed seed per scenario is snapshotted, so any change in behaviour shows as a diff.
+#![cfg(feature = "sim")]
 
 use std::path::Path;
 

@@ -1,6 +1,7 @@
 //! The simulation is a function of (scenario, seed): the same pair gives a byte-identical trace,
 //! within one process and across processes; other seeds (with random latency) give other traces;
 //! and a failing run says how to replay it.
+#![cfg(feature = "cli")]
 
 use std::process::Command;
 

@@ -1,5 +1,6 @@
 //! The simulation at its limits: the most connections a target may ask for all open, and a
 //! panic anywhere in a run is a failed run that carries the panic's message, never a pass.
+#![cfg(feature = "sim")]
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Seeded mutations of every `sims/*.toml`: loading never panics, and every mutant that loads
 //! is within the documented limits, loads the same way twice, and (a sample of them) runs
 //! 200 ms of simulated time without a panic.
+#![cfg(feature = "sim")]
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 

@@ -1,5 +1,6 @@
 //! Swarm runs: generated scenarios are valid, a function of their seed, switch fault kinds on
 //! and off across seeds, and pass on the real channel; the CLI's `--shard` splits a seed range.
+#![cfg(feature = "cli")]
 
 use std::collections::BTreeSet;
 use std::process::Command;
