@@ -129,10 +129,11 @@ impl Inspection {
         match &self.endpoint {
             Endpoint::Opaque => {}
             Endpoint::Pass(list) => {
+                let (connections, addresses) = (list.total_connections(), list.items().len());
                 out.push_str(&format!(
-                    "addresses: {} connections to {} addresses\n",
-                    list.total_connections(),
-                    list.items().len()
+                    "addresses: {} to {}\n",
+                    counted(connections, "connection"),
+                    counted(addresses, "address")
                 ));
                 for address in list.expand() {
                     let idx = address.connection_index().unwrap_or_default();
@@ -158,4 +159,13 @@ fn resolver_of(scheme: &str) -> &str {
 
 fn address_json(address: &Address) -> Value {
     json!({ "addr": address.addr, "idx": address.connection_index() })
+}
+
+/// `n` and `noun`, in the plural unless `n` is 1: "1 connection", "2 addresses".
+fn counted(n: usize, noun: &str) -> String {
+    match (n, noun.ends_with('s')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        (_, false) => format!("{n} {noun}s"),
+    }
 }
