@@ -13,7 +13,6 @@
 //! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
 //! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
 //! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
-//! - [`audit`] (feature `sim`): judging other resolvers and clients by the same properties.
 //! - [`etcd`]: a thin etcd v3 client over the channel, etcd's Go naming format, and an
 //!   in-memory etcd server for tests and simulations.
 //! - [`registry`]: server-side registration in etcd under a lease with keep-alive.
@@ -21,11 +20,21 @@
 //!   connection served each RPC, over any listener.
 //! - [`tls`]: TLS with rustls for channels ([`TlsConfig`](tls::TlsConfig)) and servers
 //!   ([`ServerTlsConfig`](tls::ServerTlsConfig), [`TlsListener`](server::TlsListener)).
-//! - [`sim`] (feature `sim`): the deterministic simulation harness: scenarios from `sims/*.toml` on turmoil,
-//!   property checks, seeds and replay.
+#![cfg_attr(
+    feature = "sim",
+    doc = "- [`sim`] (feature `sim`): the deterministic simulation harness: scenarios from \
+           `sims/*.toml` on turmoil, property checks, seeds and replay.\n\
+           - [`audit`] (feature `sim`): judging other resolvers and clients by the same \
+           properties."
+)]
+#![cfg_attr(
+    not(feature = "sim"),
+    doc = "- `sim` and `audit` (feature `sim`, not enabled in this build): the simulation \
+           harness and the audit kit."
+)]
 //!
 //! ## Cargo features
-//! - `sim`: the simulation harness ([`sim`]) and the audit kit ([`audit`]); brings turmoil,
+//! - `sim`: the simulation harness (module `sim`) and the audit kit (module `audit`); brings turmoil,
 //!   proptest and toml.
 //! - `cli` (default): the `anchorage` command line; brings `sim`, clap and indicatif.
 //!

@@ -3,7 +3,7 @@
 //! A [`Mutant`] switches on one known-wrong behaviour in the real channel, at exactly the line
 //! where that defect would live: the policy, the `pass` resolver's expansion, address dedup or
 //! the call path. The harness runs the scenarios in `sims/` against each mutant to prove that
-//! its checks can fail ([`crate::sim::mutants`]). A channel gets a mutant only through the
+//! its checks can fail (`sim::mutants`, with the `sim` feature). A channel gets a mutant only through the
 //! hidden `ChannelBuilder::mutant`, which nothing outside the simulation calls; with none set
 //! the channel behaves exactly as without this module.
 
