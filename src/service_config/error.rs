@@ -120,17 +120,31 @@ pub enum ServiceConfigErrorKind {
         /// How many keys the entry has.
         count: usize,
     },
-    /// `loadBalancingConfig` lists no policy this client supports.
-    #[error("lists no supported policy (got {names:?}; supported: pick_first, round_robin)")]
+    /// `loadBalancingConfig` lists no registered policy (gRFC A24).
+    #[error("lists no supported policy (got {names:?}; supported: {})", .supported.join(", "))]
     NoSupportedPolicy {
         /// The policy names listed, in order.
         names: Vec<String>,
+        /// The registered policy names when the config was parsed
+        /// ([`registered_names`](crate::balancer::registry::registered_names)).
+        supported: Vec<String>,
     },
-    /// `loadBalancingPolicy` names a policy this client does not support.
-    #[error("unknown policy {name:?} (supported: pick_first, round_robin)")]
+    /// `loadBalancingPolicy` names a policy that is not registered.
+    #[error("unknown policy {name:?} (supported: {})", .supported.join(", "))]
     UnknownPolicy {
         /// The name given.
         name: String,
+        /// The registered policy names when the config was parsed.
+        supported: Vec<String>,
+    },
+    /// The chosen policy's builder rejected its config
+    /// ([`PolicyBuilder::parse_config`](crate::balancer::registry::PolicyBuilder::parse_config)).
+    #[error("invalid config for policy {policy:?}: {reason}")]
+    InvalidPolicyConfig {
+        /// The policy's registered name.
+        policy: String,
+        /// The builder's reason.
+        reason: String,
     },
     /// A method config name sets `method` but no `service`.
     #[error("sets method {method:?} without a service (only a name with neither is the default)")]

@@ -47,6 +47,10 @@
 //!   decodes service configs with Go's `encoding/json`, which does the same, and its own retry
 //!   example is written that way. Error paths show the key as the input spelled it.
 //! - `null` means "absent", as in protobuf's JSON mapping.
+//! - Policy names are looked up in the [balancer registry](crate::balancer::registry): the
+//!   built-ins and every policy added with [`register`](crate::balancer::register). A registered
+//!   policy's config is validated by its builder and carried as
+//!   [`LoadBalancingConfig::Registered`].
 //! - Policy names match ignoring ASCII case in both `loadBalancingConfig` and the deprecated
 //!   `loadBalancingPolicy`, as grpc-go's balancer registry does. When `loadBalancingConfig` is
 //!   present, `loadBalancingPolicy` must still be a string but its name is not looked at.
@@ -78,12 +82,14 @@ use tonic::Code;
 
 pub use error::{DurationError, Expected, JsonType, ServiceConfigError, ServiceConfigErrorKind};
 
+use crate::balancer::registry::RegisteredConfig;
 use duration::format_duration;
 use method::{MethodEntry, MethodTable};
 use parse::{
     code_name, health_check_config, invalid_json, load_balancing, method_table, object, optional,
     retry_throttling,
 };
+pub(crate) use parse::{invalid_policy_config, pick_first_config};
 
 /// `maxAttempts` above this is treated as this (gRFC A6).
 pub const MAX_ATTEMPTS_CAP: u32 = 5;
@@ -188,31 +194,44 @@ impl Serialize for ServiceConfig {
     }
 }
 
-/// The load-balancing policy a service config chooses (DESIGN §2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The load-balancing policy a service config chooses, with its parsed config (DESIGN §2.4).
+///
+/// Equal values build equivalent policies: a channel whose new service config carries an equal
+/// value keeps its running policy.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum LoadBalancingConfig {
     /// `pick_first`: one connection at a time, in address order. The default.
     PickFirst(PickFirstConfig),
     /// `round_robin`: one subchannel per address, RPCs spread over the READY ones.
     RoundRobin,
+    /// A policy added with [`balancer::register`](crate::balancer::register), with the config
+    /// its builder parsed.
+    Registered(RegisteredConfig),
 }
 
 impl LoadBalancingConfig {
-    /// The policy's gRPC name: `pick_first` or `round_robin`.
+    /// The policy's registered name: `pick_first`, `round_robin`, or a registered policy's.
     pub fn name(&self) -> &'static str {
         match self {
             Self::PickFirst(_) => "pick_first",
             Self::RoundRobin => "round_robin",
+            Self::Registered(registered) => registered.name(),
         }
     }
 
-    fn to_json(self) -> Value {
+    /// The `loadBalancingConfig` entry: `{"<name>": {<config>}}`.
+    fn to_json(&self) -> Value {
         match self {
             Self::PickFirst(c) => {
                 json!({ "pick_first": { "shuffleAddressList": c.shuffle_address_list } })
             }
             Self::RoundRobin => json!({ "round_robin": {} }),
+            Self::Registered(registered) => {
+                let mut entry = Map::new();
+                entry.insert(registered.name().into(), Value::Object(registered.to_json()));
+                Value::Object(entry)
+            }
         }
     }
 }

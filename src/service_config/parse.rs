@@ -10,6 +10,7 @@ use tonic::Code;
 use super::duration::parse_duration;
 use super::method::{MethodEntry, MethodName, MethodTable};
 use super::*;
+use crate::balancer::registry::{self, PolicyConfigError};
 
 /// gRPC status code names, indexed by code number.
 const STATUS_CODES: [(&str, Code); 17] = [
@@ -296,14 +297,17 @@ pub(super) fn load_balancing(top: &Map<String, Value>) -> Parsed<LoadBalancingCo
     match (chosen, legacy) {
         (Some(chosen), _) => Ok(chosen),
         (None, Some((name, path))) => known_policy(name, &Map::new(), &path)?.map_or_else(
-            || fail(&path, ServiceConfigErrorKind::UnknownPolicy { name: name.to_owned() }),
+            || {
+                let (name, supported) = (name.to_owned(), registry::registered_names());
+                fail(&path, ServiceConfigErrorKind::UnknownPolicy { name, supported })
+            },
             Ok,
         ),
         (None, None) => Ok(LoadBalancingConfig::default()),
     }
 }
 
-/// `loadBalancingConfig`: the first supported policy wins; unsupported ones are skipped.
+/// `loadBalancingConfig`: the first registered policy wins; unknown ones are skipped (gRFC A24).
 fn policy_list(value: &Value, path: &str) -> Parsed<LoadBalancingConfig> {
     let mut chosen = None;
     let mut skipped = Vec::new();
@@ -325,26 +329,46 @@ fn policy_list(value: &Value, path: &str) -> Parsed<LoadBalancingConfig> {
         }
     }
     chosen.map_or_else(
-        || fail(path, ServiceConfigErrorKind::NoSupportedPolicy { names: skipped }),
+        || {
+            let supported = registry::registered_names();
+            fail(path, ServiceConfigErrorKind::NoSupportedPolicy { names: skipped, supported })
+        },
         Ok,
     )
 }
 
-/// The policy called `name` with its validated `config`, or `None` when this client lacks it.
+/// The policy registered as `name` with its validated `config`, or `None` when no policy has
+/// that name.
 fn known_policy(
     name: &str,
     config: &Map<String, Value>,
     path: &str,
 ) -> Parsed<Option<LoadBalancingConfig>> {
-    if name.eq_ignore_ascii_case("pick_first") {
-        let shuffle = optional(config, path, "shuffleAddressList", boolean)?;
-        let config = PickFirstConfig { shuffle_address_list: shuffle.unwrap_or(false) };
-        Ok(Some(LoadBalancingConfig::PickFirst(config)))
-    } else if name.eq_ignore_ascii_case("round_robin") {
-        Ok(Some(LoadBalancingConfig::RoundRobin))
-    } else {
-        Ok(None)
-    }
+    registry::parse(name, config, path).transpose()
+}
+
+/// `pick_first`'s config object (the registry's built-in entry parses with this).
+pub(crate) fn pick_first_config(
+    config: &Map<String, Value>,
+    path: &str,
+) -> Parsed<PickFirstConfig> {
+    let shuffle = optional(config, path, "shuffleAddressList", boolean)?;
+    Ok(PickFirstConfig { shuffle_address_list: shuffle.unwrap_or(false) })
+}
+
+/// A policy builder's rejection as a service-config error at the policy's config (`path`), or
+/// at the field the builder named.
+pub(crate) fn invalid_policy_config(
+    policy: &str,
+    path: &str,
+    error: &PolicyConfigError,
+) -> ServiceConfigError {
+    let path = error.field().map_or_else(|| path.to_owned(), |field| key_path(path, field));
+    let kind = ServiceConfigErrorKind::InvalidPolicyConfig {
+        policy: policy.to_owned(),
+        reason: error.reason().to_owned(),
+    };
+    ServiceConfigError { path, kind }
 }
 
 #[cfg(test)]
