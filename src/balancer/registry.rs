@@ -10,8 +10,9 @@
 //! - Registering a name again replaces the earlier builder, as in grpc-go: configs parsed after
 //!   that use the new builder; configs already parsed keep the builder that parsed them.
 //! - The built-in names `pick_first` and `round_robin` cannot be replaced: [`register`] refuses
-//!   them with [`RegisterError::BuiltIn`]. The default policy and the crate's simulations rely on
-//!   their exact behaviour, and grpc-go's own override of them is a test-only habit.
+//!   them with [`RegisterError::BuiltIn`]. grpc-go lets a registration replace them, which
+//!   silently changes every channel in the process, including the default policy the crate's
+//!   simulations and audits rely on.
 //!
 //! [`ServiceConfig::parse`]: crate::service_config::ServiceConfig::parse
 
