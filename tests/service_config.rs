@@ -24,7 +24,7 @@ fn parse_err(json: &str) -> ServiceConfigError {
 }
 
 fn policy_of(json: &str) -> LoadBalancingConfig {
-    *parse(json).load_balancing()
+    parse(json).load_balancing().clone()
 }
 
 fn pick_first(shuffle: bool) -> LoadBalancingConfig {
@@ -372,6 +372,11 @@ fn backoff_with_an_initial_backoff_above_the_max_is_capped_from_the_first_retry(
 
 // ---- invalid configs: each names the field's JSON path and the reason ----
 
+/// The policies every process has registered: no test in this file registers others.
+fn built_ins() -> Vec<String> {
+    vec!["pick_first".to_owned(), "round_robin".to_owned()]
+}
+
 /// Invalid configs with the path and reason each must report.
 fn invalid_cases() -> Vec<(String, &'static str, Kind)> {
     use Kind::*;
@@ -384,11 +389,11 @@ fn invalid_cases() -> Vec<(String, &'static str, Kind)> {
         (s("[]"), "", wrong(Expected::Object, JsonType::Array)),
         (s("null"), "", wrong(Expected::Object, JsonType::Null)),
         (lb(json!({"round_robin": {}})), "loadBalancingConfig", wrong(Expected::Array, JsonType::Object)),
-        (lb(json!([])), "loadBalancingConfig", NoSupportedPolicy { names: vec![] }),
+        (lb(json!([])), "loadBalancingConfig", NoSupportedPolicy { names: vec![], supported: built_ins() }),
         (
             lb(json!([{"grpclb": {}}, {"xds": {}}])),
             "loadBalancingConfig",
-            NoSupportedPolicy { names: vec![s("grpclb"), s("xds")] },
+            NoSupportedPolicy { names: vec![s("grpclb"), s("xds")], supported: built_ins() },
         ),
         (lb(json!(["round_robin"])), "loadBalancingConfig[0]", wrong(Expected::Object, JsonType::String)),
         (
@@ -415,7 +420,7 @@ fn invalid_cases() -> Vec<(String, &'static str, Kind)> {
         (
             s(r#"{"loadBalancingPolicy":"least_request"}"#),
             "loadBalancingPolicy",
-            UnknownPolicy { name: s("least_request") },
+            UnknownPolicy { name: s("least_request"), supported: built_ins() },
         ),
         (
             s(r#"{"loadBalancingPolicy":1,"loadBalancingConfig":[{"round_robin":{}}]}"#),

@@ -258,7 +258,7 @@ impl Control {
     fn resolver_error(&mut self, error: &crate::resolver::ResolverError, policies: &mut Policies) {
         self.controller.events.emit(ChannelEvent::ResolverError { error: error.to_string() });
         if policies.current.is_none() {
-            let config = *self.default_config.load_balancing();
+            let config = self.default_config.load_balancing().clone();
             self.install(config, policies);
         }
         self.call(policies, |policy, cc| policy.resolver_error(error, cc));
@@ -281,7 +281,7 @@ impl Control {
             }
             None => self.default_config.clone(),
         };
-        let lb = *config.load_balancing();
+        let lb = config.load_balancing().clone();
         self.config_tx.send_replace(config);
         self.install(lb, policies);
         let addresses = &state.addresses;
@@ -302,7 +302,11 @@ impl Control {
     fn install(&mut self, config: LoadBalancingConfig, policies: &mut Policies) {
         let generation = policies.next_generation;
         let mutant = self.mutant;
-        let slot = || Slot { config, policy: policy_with_mutant(&config, mutant), generation };
+        let slot = || Slot {
+            config: config.clone(),
+            policy: policy_with_mutant(&config, mutant),
+            generation,
+        };
         match (&policies.current, &policies.pending) {
             (None, _) => {
                 policies.next_generation += 1;
