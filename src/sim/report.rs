@@ -244,9 +244,10 @@ fn most_lost_per_fault(o: &Observed<'_>) -> u64 {
 /// The one line of a scenario's runs: its headline figures aggregated over `runs`, as
 /// `label value` columns.
 pub fn aggregate_figures(runs: &[&RunReport]) -> Vec<String> {
-    let Some(first) = runs.first() else { return Vec::new() };
+    // A run that panicked has no figures; the others all have the scenario's.
+    let Some(full) = runs.iter().max_by_key(|r| r.figures.len()) else { return Vec::new() };
     let mut out = Vec::new();
-    for (k, figure) in first.figures.iter().enumerate() {
+    for (k, figure) in full.figures.iter().enumerate() {
         let values: Vec<&FigureValue> =
             runs.iter().filter_map(|r| r.figures.get(k)).map(|f| &f.value).collect();
         out.push(format!("{} {}", figure.label, aggregate(&values)));
@@ -297,5 +298,30 @@ fn aggregate(values: &[&FigureValue]) -> String {
         Some(FigureValue::Most(_)) => format!("≤{most}"),
         Some(FigureValue::Fraction(..)) => format!("{part}/{whole}"),
         None => "-".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per_server(a: u64, b: u64) -> FigureValue {
+        FigureValue::PerServer([("a".to_owned(), a), ("b".to_owned(), b)].into())
+    }
+
+    #[test]
+    fn counts_per_server_aggregate_as_their_range_over_runs() {
+        let (one, other) = (per_server(2, 1), per_server(3, 1));
+        assert_eq!(aggregate(&[&one, &other]), "a=2..3 b=1", "a range where runs differ");
+    }
+
+    #[test]
+    fn shares_aggregate_as_their_mean_and_durations_as_the_worst() {
+        let share = |a: f64| FigureValue::Shares([("a".to_owned(), a)].into());
+        assert_eq!(aggregate(&[&share(0.6), &share(0.7)]), "a=0.650", "the mean share");
+        let (short, long) = (FigureValue::WorstMs(5), FigureValue::WorstMs(1200));
+        assert_eq!(aggregate(&[&short, &long]), "≤1.200s", "the longest over runs");
+        let (one, other) = (FigureValue::Fraction(1, 10), FigureValue::Fraction(0, 10));
+        assert_eq!(aggregate(&[&one, &other]), "1/20", "parts and wholes summed over runs");
     }
 }
