@@ -35,7 +35,7 @@
 //!
 //! ## Cargo features
 //! - `sim`: the simulation harness (module `sim`) and the audit kit (module `audit`); brings turmoil,
-//!   proptest and toml.
+//!   proptest, toml and plotters.
 //! - `cli` (default): the `anchorage` command line; brings `sim`, clap and indicatif.
 //!
 //! With `default-features = false` the crate is the library alone: channel, resolvers,

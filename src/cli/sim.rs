@@ -1,7 +1,9 @@
-//! `anchorage sim [SCENARIO...] [--seed S | --seeds A..B] [--trace] [--json] [--shard K/N]`:
-//! runs simulation scenarios and prints one report per run, the replay command of every failing
-//! run, and the determinism self-check. With `--swarm`, the scenarios are generated, one per
-//! seed ([`anchorage::sim::swarm`]), instead of read from files.
+//! `anchorage sim [SCENARIO...] [--seed S | --seeds A..B] [--verbose] [--trace] [--json]
+//! [--shard K/N] [--plot FILE.svg | --plot-dir DIR]`: runs simulation scenarios and prints one
+//! line per scenario (its seeds passed and its headline figures over them), a summary line with
+//! the determinism self-check, and the table and replay command of every failing run. The table
+//! of every run comes with `--verbose` or a single `--seed`. With `--swarm`, the scenarios are
+//! generated, one per seed ([`anchorage::sim::swarm`]), instead of read from files.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -41,9 +43,22 @@ pub(crate) struct Args {
     /// Default: 0..8, so 8 seeds per scenario plus its regression seeds, which run first.
     #[arg(long, value_name = "A..B", value_parser = parse_range)]
     seeds: Option<Range<u64>>,
-    /// Print each run's event trace after its report.
+    /// Print every run's table (properties, servers, split) and the determinism lines, not only
+    /// the failing runs' tables. Implied by `--seed` and `--trace`.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Print each run's event trace after its table.
     #[arg(long)]
     trace: bool,
+    /// Draw the run as an SVG into FILE: RPC share and open connections per server over
+    /// simulated time, faults and the windows the properties judged. Needs exactly one run
+    /// (one scenario and `--seed`).
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "plot_dir")]
+    plot: Option<PathBuf>,
+    /// Draw the first run of each scenario as an SVG into DIR, as `<scenario>-seed<S>.svg`
+    /// (the directory is created).
+    #[arg(long, value_name = "DIR")]
+    plot_dir: Option<PathBuf>,
     /// Print one JSON object per run (and one for the determinism check) instead of tables.
     #[arg(long)]
     json: bool,
@@ -174,6 +189,15 @@ fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> E
         eprintln!("anchorage sim: this shard has no runs");
         return ExitCode::SUCCESS;
     }
+    let runs = jobs.iter().filter(|j| !j.repeat).count();
+    if let Some(path) = args.plot.as_ref().filter(|_| runs != 1) {
+        eprintln!(
+            "anchorage sim: --plot {} draws one run, and this is {runs} runs: name one scenario \
+             and one --seed, or use --plot-dir DIR",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let started = Instant::now();
     let (mut reports, wall) = execute(scenarios, &jobs, args, options);
     if args.swarm {
@@ -184,12 +208,16 @@ fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> E
             }
         }
     }
-    print(scenarios, &jobs, &reports, args);
+    print(scenarios, &jobs, &reports, args, started.elapsed());
     if args.timing {
         print_timing(scenarios, &jobs, &reports, &wall, started.elapsed());
     }
     let mut failed =
         reports.iter().any(|r| !r.passed) || !determinism(scenarios, &jobs, &reports).1;
+    if let Err(error) = plots(&jobs, &reports, args) {
+        eprintln!("anchorage sim: {error}");
+        failed = true;
+    }
     if let Some(dir) = &args.save {
         let failing = jobs.iter().zip(&reports).filter(|(j, r)| !j.repeat && !r.passed);
         for (job, report) in failing {
@@ -200,6 +228,34 @@ fn run_scenarios(scenarios: &[Scenario], args: &Args, options: &RunOptions) -> E
         }
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Writes the SVGs `--plot` and `--plot-dir` ask for: the one run into the file, or the first
+/// run of each scenario into the directory as `<scenario>-seed<S>.svg`.
+fn plots(jobs: &[Job], reports: &[RunReport], args: &Args) -> Result<(), String> {
+    let runs = jobs.iter().zip(reports).filter(|(j, _)| !j.repeat);
+    let mut wanted: Vec<(PathBuf, &RunReport)> = Vec::new();
+    if let Some(path) = &args.plot {
+        wanted.extend(runs.take(1).map(|(_, r)| (path.clone(), r)));
+    } else if let Some(dir) = &args.plot_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!("--plot-dir {}: cannot create the directory: {e}", dir.display())
+        })?;
+        let mut seen = Vec::new();
+        for (job, report) in runs {
+            if !seen.contains(&job.scenario) {
+                seen.push(job.scenario);
+                let name = format!("{}-seed{}.svg", report.scenario, report.seed);
+                wanted.push((dir.join(name), report));
+            }
+        }
+    }
+    for (path, report) in wanted {
+        let title = format!("{} seed {}", report.scenario, report.seed);
+        sim::plot::write_svg(&report.timeline, &title, &path).map_err(|e| e.to_string())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 /// Shrinks the failing run `report` of `scenario` and writes the result into `dir`; returns
@@ -350,16 +406,96 @@ fn execute(
     results.into_values().unzip()
 }
 
-fn print(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Args) {
+fn print(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Args, wall: Duration) {
+    if args.json {
+        return print_json(scenarios, jobs, reports, args);
+    }
+    let runs: Vec<(&Job, &RunReport)> =
+        jobs.iter().zip(reports).filter(|(j, _)| !j.repeat).collect();
+    let tables = args.verbose || args.trace || args.seed.is_some();
+    if tables {
+        for (_, report) in &runs {
+            println!("{}", report.table());
+            if args.trace {
+                println!("-- trace of {} seed {}\n{}", report.scenario, report.seed, report.trace);
+            }
+        }
+    }
+    for line in scenario_lines(scenarios, &runs) {
+        println!("{line}");
+    }
+    let (lines, identical) = determinism(scenarios, jobs, reports);
+    if tables || !identical {
+        for line in lines.iter().filter(|l| tables || l.starts_with("FAIL")) {
+            println!("{line}");
+        }
+    }
+    let failed: Vec<&RunReport> = runs.iter().map(|(_, r)| *r).filter(|r| !r.passed).collect();
+    let checked = jobs.iter().filter(|j| j.repeat).count();
+    println!(
+        "{} runs over {} scenarios: {} passed, {} failed; wall time {:.1}s; determinism \
+         self-check {} ({checked} runs repeated)",
+        runs.len(),
+        scenarios.len(),
+        runs.len() - failed.len(),
+        failed.len(),
+        wall.as_secs_f64(),
+        if identical { "passed" } else { "FAILED" }
+    );
+    for report in failed {
+        if !tables {
+            println!("{}", report.table());
+        }
+        println!("{}", report.failure_line());
+    }
+}
+
+/// One aligned line per scenario: its name, its seeds passed/run, and its headline figures
+/// over those runs.
+fn scenario_lines(scenarios: &[Scenario], runs: &[(&Job, &RunReport)]) -> Vec<String> {
+    let width = scenarios.iter().map(|s| s.name().len()).max().unwrap_or(8);
+    let mut rows = Vec::new();
+    for (index, scenario) in scenarios.iter().enumerate() {
+        let own: Vec<&RunReport> =
+            runs.iter().filter(|(j, _)| j.scenario == index).map(|(_, r)| *r).collect();
+        if own.is_empty() {
+            continue;
+        }
+        let passed = own.iter().filter(|r| r.passed).count();
+        let figures = sim::report::aggregate_figures(&own);
+        rows.push((scenario.name(), format!("{passed}/{}", own.len()), figures));
+    }
+    let count_width = rows.iter().map(|(_, c, _)| c.len()).max().unwrap_or(3);
+    let columns = rows.iter().map(|(_, _, f)| f.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|k| {
+            rows.iter()
+                .filter_map(|(_, _, f)| f.get(k))
+                .map(|t| t.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.into_iter()
+        .map(|(name, count, figures)| {
+            let mut line = format!("{name:<width$}  {count:>count_width$}");
+            for (k, text) in figures.iter().enumerate() {
+                let pad = widths[k].saturating_sub(text.chars().count());
+                line.push_str(&format!("   {text}{}", " ".repeat(pad)));
+            }
+            line.trim_end().to_owned()
+        })
+        .collect()
+}
+
+/// `--json`: one object per run, then the determinism check's; the failing runs' replay lines
+/// and the summary go to stderr so stdout stays one JSON object per line.
+fn print_json(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Args) {
     for (job, report) in jobs.iter().zip(reports) {
         if job.repeat {
             continue;
         }
-        if args.json {
-            println!("{}", report.to_json());
-        } else {
-            println!("{}", report.table());
-        }
+        println!("{}", report.to_json());
         if args.trace {
             println!("-- trace of {} seed {}\n{}", report.scenario, report.seed, report.trace);
         }
@@ -368,24 +504,12 @@ fn print(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Arg
     let runs: Vec<&RunReport> =
         jobs.iter().zip(reports).filter(|(j, _)| !j.repeat).map(|(_, r)| r).collect();
     let failed: Vec<&&RunReport> = runs.iter().filter(|r| !r.passed).collect();
-    if args.json {
-        let check = serde_json::json!({ "determinism": lines, "identical": identical });
-        println!("{check}");
-    } else {
-        for line in &lines {
-            println!("{line}");
-        }
-    }
-    // One line per failing run, with its replay command; on stderr with --json, so stdout
-    // stays one JSON object per line.
+    let check = serde_json::json!({ "determinism": lines, "identical": identical });
+    println!("{check}");
     for report in &failed {
-        if args.json {
-            eprintln!("{}", report.failure_line());
-        } else {
-            println!("{}", report.failure_line());
-        }
+        eprintln!("{}", report.failure_line());
     }
-    let summary = format!(
+    eprintln!(
         "{} runs over {} scenarios: {} passed, {} failed; determinism self-check {}",
         runs.len(),
         scenarios.len(),
@@ -393,7 +517,6 @@ fn print(scenarios: &[Scenario], jobs: &[Job], reports: &[RunReport], args: &Arg
         failed.len(),
         if identical { "passed" } else { "FAILED" }
     );
-    if args.json { eprintln!("{summary}") } else { println!("{summary}") }
 }
 
 /// One line per scenario comparing the trace hashes of its first seed's two runs; and whether

@@ -215,7 +215,7 @@ impl<'a> Observed<'a> {
     }
 
     /// The servers a fault cuts off from the client.
-    fn cut_off(&self, fault: &Fault) -> Vec<&str> {
+    pub(crate) fn cut_off(&self, fault: &Fault) -> Vec<&str> {
         let hosts = fault.hosts();
         let touches_client = fault.host.is_some() || hosts.contains(&super::CLIENT_HOST);
         if !touches_client {
@@ -229,7 +229,7 @@ impl<'a> Observed<'a> {
     }
 
     /// When the disruption `index` of `applied` ends: the first later heal touching its hosts.
-    fn healed_at(&self, index: usize) -> Duration {
+    pub(crate) fn healed_at(&self, index: usize) -> Duration {
         let hosts = self.applied[index].fault.hosts();
         self.applied[index + 1..]
             .iter()

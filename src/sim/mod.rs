@@ -10,7 +10,8 @@
 //! - `faults`: the fault schedule (crash, restart, partition, hold, latency, resolver updates).
 //! - [`checks`]: the properties, each reported with what was measured.
 //! - [`trace`]: the event trace with simulated-time stamps, and its stable hash.
-//! - [`report`]: the per-run table and JSON.
+//! - [`report`]: the per-run table and JSON, and the headline figures of a scenario's runs.
+//! - [`plot`]: a run drawn over simulated time as SVG.
 //! - [`swarm`]: scenarios generated from a seed, checked against universal invariants.
 //! - [`mutants`]: deliberately broken channels and the matrix of the checks that catch them.
 //!
@@ -43,6 +44,7 @@ mod etcd;
 mod faults;
 pub mod mutants;
 mod net;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 mod server;
@@ -100,6 +102,13 @@ pub struct RunReport {
     /// The trace itself (not serialised; print it with `--trace`).
     #[serde(skip)]
     pub trace: String,
+    /// What the run recorded over simulated time, for `--plot` (not serialised).
+    #[serde(skip)]
+    pub timeline: plot::Timeline,
+    /// The headline figures of the properties checked, for the one-line summary of the
+    /// scenario (not serialised).
+    #[serde(skip)]
+    pub figures: Vec<report::Figure>,
 }
 
 /// RPC totals of a run.
@@ -219,6 +228,8 @@ fn panicked_report(
         replay: replay_line(&path, seed, options),
         path,
         trace: text,
+        timeline: plot::Timeline::default(),
+        figures: Vec::new(),
     }
 }
 
@@ -393,6 +404,8 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
         rpcs: observed.counts(),
         servers: report::servers(&observed),
         split: report::split(&observed),
+        timeline: plot::timeline(&observed),
+        figures: report::figures(&observed),
         properties,
         sim_time_ms: u64::try_from(end.as_millis()).unwrap_or(u64::MAX),
         trace_hash: format!("{:016x}", trace::fnv1a(&text)),
