@@ -466,24 +466,17 @@ fn scenario_lines(scenarios: &[Scenario], runs: &[(&Job, &RunReport)]) -> Vec<St
         rows.push((scenario.name(), format!("{passed}/{}", own.len()), figures));
     }
     let count_width = rows.iter().map(|(_, c, _)| c.len()).max().unwrap_or(3);
-    let columns = rows.iter().map(|(_, _, f)| f.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|k| {
-            rows.iter()
-                .filter_map(|(_, _, f)| f.get(k))
-                .map(|t| t.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    // Figures follow each other rather than sitting in aligned columns: the same position holds
+    // a split in one scenario and a failover time in another, and padding every position to its
+    // widest value made lines too long for a terminal.
     rows.into_iter()
         .map(|(name, count, figures)| {
             let mut line = format!("{name:<width$}  {count:>count_width$}");
-            for (k, text) in figures.iter().enumerate() {
-                let pad = widths[k].saturating_sub(text.chars().count());
-                line.push_str(&format!("   {text}{}", " ".repeat(pad)));
+            for text in figures {
+                line.push_str("  ");
+                line.push_str(&text);
             }
-            line.trim_end().to_owned()
+            line
         })
         .collect()
 }

@@ -167,7 +167,7 @@ pub(crate) fn figures(o: &Observed<'_>) -> Vec<Figure> {
         push("conns", FigureValue::PerServer(o.servers.iter().map(conns).collect()));
     } else if e.total_connections.is_some() {
         let total = o.servers.iter().map(|s| s.connections.len() as u64).sum();
-        push("conns total", FigureValue::Most(total));
+        push("conns", FigureValue::PerServer([("total".to_owned(), total)].into()));
     }
     if let Some(split) = split(o) {
         push("split", FigureValue::Shares(split.observed));
