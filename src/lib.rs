@@ -29,6 +29,7 @@
 pub mod address;
 pub mod anchor;
 pub mod audit;
+mod backoff;
 pub mod balancer;
 pub mod channel;
 pub mod connector;
@@ -41,6 +42,7 @@ pub mod resolver;
 pub mod server;
 pub mod service_config;
 pub mod sim;
+mod sync;
 pub mod target;
 pub mod tls;
 

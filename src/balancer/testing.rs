@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::subchannel::lock;
 use super::*;
+use crate::sync::lock;
 
 /// Records what a policy asks for: `new sc0 a:1{idx=0}`, `connect sc0`, `picker READY`,
 /// `resolve_now`.

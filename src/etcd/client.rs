@@ -19,7 +19,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancer::subchannel::{BackoffConfig, KeepAlive};
+use crate::backoff::BackoffConfig;
+use crate::balancer::subchannel::KeepAlive;
 use crate::channel::Channel;
 use crate::connector::{ConnectFuture, Connector, TcpConnector};
 use crate::tls::TlsConfig;

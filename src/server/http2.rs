@@ -218,7 +218,7 @@ async fn connection<Io>(
     }
     // hyper drops the stream with the connection; `HandedBack` puts it in the slot.
     drop(served);
-    let io = crate::balancer::subchannel::lock(&slot).take();
+    let io = crate::sync::lock(&slot).take();
     if let (true, Some(io)) = (lingering, io) {
         linger(io).await;
     }
@@ -270,7 +270,7 @@ impl<Io> HandedBack<Io> {
 impl<Io> Drop for HandedBack<Io> {
     fn drop(&mut self) {
         if let Some(io) = self.io.take() {
-            *crate::balancer::subchannel::lock(&self.slot) = Some(io);
+            *crate::sync::lock(&self.slot) = Some(io);
         }
     }
 }

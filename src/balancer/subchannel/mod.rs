@@ -66,13 +66,14 @@ use tokio::sync::mpsc;
 
 use super::{ConnectivityState, SubchannelState};
 use crate::address::Address;
+use crate::backoff::Backoff;
 use crate::connector::Connector;
+use crate::sync::lock;
 
 mod config;
 mod connect;
 mod health;
 
-pub(crate) use config::Backoff;
 pub use config::{
     BackoffConfig, ConfigError, KeepAlive, MAX_SETTING_DURATION, MIN_KEEPALIVE_INTERVAL,
     SubchannelConfig,
@@ -528,12 +529,6 @@ impl Worker {
         let event = StateEvent { id: self.id, state: SubchannelState { state, error } };
         let _ = self.events.send(event).await;
     }
-}
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (it only holds an
-/// `Option` that is replaced whole).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
