@@ -39,6 +39,7 @@ mod io;
 pub mod mutant;
 pub mod registry;
 pub mod resolver;
+mod serve;
 pub mod server;
 pub mod service_config;
 pub mod sim;
