@@ -48,6 +48,7 @@ pub mod address;
 pub mod anchor;
 #[cfg(feature = "sim")]
 pub mod audit;
+mod backoff;
 pub mod balancer;
 pub mod channel;
 pub mod connector;
@@ -57,10 +58,12 @@ mod io;
 pub mod mutant;
 pub mod registry;
 pub mod resolver;
+mod serve;
 pub mod server;
 pub mod service_config;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod sync;
 pub mod target;
 pub mod tls;
 

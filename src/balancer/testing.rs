@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::subchannel::lock;
 use super::*;
+use crate::sync::lock;
 
 /// Records what a policy asks for: `new sc0 a:1{idx=0}`, `connect sc0`, `picker READY`,
 /// `resolve_now`.
@@ -66,7 +66,10 @@ impl RecordingController {
 
 impl ChannelController for RecordingController {
     fn new_subchannel_with(&mut self, address: &Address, options: SubchannelOptions) -> Subchannel {
-        let sc = Subchannel::recording(self.next_id, address.clone(), self.log.clone());
+        let id = SubchannelId(self.next_id);
+        let log = Arc::clone(&self.log);
+        let record = Box::new(move || lock(&log).push(format!("connect {id}")));
+        let sc = Subchannel::with_connect_hook(id, address.clone(), record);
         self.next_id += 1;
         lock(&self.log).push(format!("new {} {address}", sc.id()));
         self.options.push(options);

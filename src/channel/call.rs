@@ -37,10 +37,10 @@ use tonic::{Code, Status};
 use super::replay::Replay;
 use super::throttle::Throttle;
 use super::{ServedBy, Shared, WaitForReady};
-use crate::balancer::subchannel::lock;
 use crate::balancer::{PickInfo, PickResult, Subchannel, SubchannelId};
 use crate::mutant::{self, Mutant};
 use crate::service_config::{MethodConfig, RetryPolicy};
+use crate::sync::lock;
 
 /// The header that tells the server how many attempts came before this one (gRFC A6).
 const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::balancer::subchannel::lock;
 use crate::balancer::{ConnectivityState, PickerUpdate};
+use crate::sync::lock;
 
 /// The current picker with a version that grows with every publication.
 #[derive(Debug)]

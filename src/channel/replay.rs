@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 
-use crate::balancer::subchannel::lock;
+use crate::sync::lock;
 
 /// The default per-RPC retry buffer: 256 KiB.
 pub(crate) const DEFAULT_LIMIT: usize = 256 * 1024;

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::balancer::subchannel::lock;
 use crate::service_config::RetryThrottling;
+use crate::sync::lock;
 
 /// The channel's current bucket, replaced by a fresh, full one when the service config's
 /// `retryThrottling` changes (grpc-go builds a new throttler whenever it applies a config).

@@ -1,7 +1,8 @@
 //! [`EtcdClient`]: the etcd v3 operations anchorage needs, over one [`Channel`].
 //!
 //! # Failover
-//! The client's channel targets `pass:///<endpoint>,<endpoint>,…` with the default `pick_first`
+//! The client's channel targets `pass:///<endpoint>,<endpoint>,…`, resolved by a registry that
+//! holds the `pass` resolver alone (never the `etcd` one), with the default `pick_first`
 //! policy: it connects to the first endpoint that answers and sends every RPC there. When that
 //! connection is lost (the member crashed, or HTTP/2 keep-alive declared it dead) `pick_first`
 //! starts again from the top of the list and the next RPC goes to the first endpoint that
@@ -19,9 +20,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancer::subchannel::{BackoffConfig, KeepAlive};
+use crate::backoff::BackoffConfig;
+use crate::balancer::subchannel::KeepAlive;
 use crate::channel::Channel;
 use crate::connector::{ConnectFuture, Connector, TcpConnector};
+use crate::resolver::Registry;
+use crate::resolver::pass::PassBuilder;
 use crate::tls::TlsConfig;
 
 use super::EtcdError;
@@ -139,6 +143,7 @@ impl EtcdClientBuilder {
     pub fn build(&self) -> Result<EtcdClient, EtcdError> {
         let target = format!("pass:///{}", self.endpoints);
         let mut builder = Channel::builder(target)
+            .registry(endpoint_resolvers())
             .connector(self.connector.clone())
             .backoff(self.backoff.clone())
             .min_connect_timeout(self.dial_timeout);
@@ -165,6 +170,16 @@ impl EtcdClientBuilder {
             request_timeout: self.request_timeout,
         })
     }
+}
+
+/// The resolvers a client's channel may use: `pass` alone, for the `pass:///` endpoint list it
+/// targets (the connector looks host names up). Not [`Registry::default`]: that one holds the
+/// `etcd` resolver, which is built on etcd clients, and resolving through it would close the
+/// loop channel → registry → etcd resolver → etcd client → channel.
+fn endpoint_resolvers() -> Registry {
+    let mut registry = Registry::empty();
+    registry.register(Arc::new(PassBuilder));
+    registry
 }
 
 /// A [`Connector`] shared by every client a builder builds.
@@ -412,4 +427,26 @@ impl EtcdClient {
 /// Maps a failed RPC's status to [`EtcdError::Rpc`].
 pub(super) fn rpc(op: &'static str) -> impl Fn(tonic::Status) -> EtcdError {
     move |status| EtcdError::Rpc { op, status }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the client's channel resolved its endpoint list through the default
+    /// registry, which holds the `etcd` resolver, itself built on etcd clients: the etcd
+    /// client depended on the resolver that depends on it.
+    #[test]
+    fn the_client_resolves_its_endpoints_with_pass_alone_and_never_through_etcd() {
+        let registry = endpoint_resolvers();
+        assert!(
+            !registry.has_scheme("etcd"),
+            "an etcd client must never resolve its own endpoints through the etcd scheme"
+        );
+        assert_eq!(
+            registry.schemes().collect::<Vec<_>>(),
+            ["pass"],
+            "an etcd client needs only the pass resolver for its endpoint list"
+        );
+    }
 }

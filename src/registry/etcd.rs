@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::anchor::EtcdService;
-use crate::balancer::subchannel::{Backoff, BackoffConfig};
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::etcd::naming::{encode_endpoint, endpoint_key};
 use crate::etcd::{EtcdClient, EtcdError, Lease};
 

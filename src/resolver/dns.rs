@@ -32,7 +32,7 @@ use super::{
     reject_authority,
 };
 use crate::address::Address;
-use crate::balancer::subchannel::{Backoff, BackoffConfig};
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::target::Target;
 
 /// The default port for `dns` targets without one.

@@ -43,7 +43,7 @@ use tokio::time::Instant;
 use super::{Resolver, ResolverBuilder, ResolverError, ResolverState, UpdateSink};
 use crate::address::Address;
 use crate::anchor::{EtcdService, MAX_TOTAL_CONNECTIONS};
-use crate::balancer::subchannel::{Backoff, BackoffConfig};
+use crate::backoff::{Backoff, BackoffConfig};
 use crate::etcd::naming::{EndpointUpdate, decode_endpoint, service_prefix};
 use crate::etcd::pb::mvccpb::{Event, KeyValue, event::EventType};
 use crate::etcd::{Endpoints, EtcdClient, EtcdClientBuilder, EtcdError, WatchOptions};

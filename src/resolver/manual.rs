@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{Resolver, ResolverBuilder, ResolverError, ResolverState, UpdateSink};
 use crate::address::Address;
-use crate::balancer::subchannel::lock;
+use crate::sync::lock;
 use crate::target::Target;
 
 /// A resolver builder and remote control in one. Clones share the same state.

@@ -19,9 +19,9 @@ use tokio::sync::{Notify, oneshot};
 use crate::address::Address;
 use crate::anchor::{AnchorError, ServiceError};
 use crate::balancer::BadResolverState;
-use crate::balancer::subchannel::lock;
 use crate::etcd::EndpointsError;
 use crate::service_config::{ServiceConfig, ServiceConfigError};
+use crate::sync::lock;
 pub use crate::target::PASS_ALIASES;
 use crate::target::Target;
 

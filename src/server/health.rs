@@ -75,14 +75,14 @@ impl Table {
     /// Changes the statuses with `change`, which returns whether anything changed; watchers are
     /// woken if so.
     fn modify(&self, change: impl FnOnce(&mut BTreeMap<String, ServingStatus>) -> bool) {
-        let changed = change(&mut crate::balancer::subchannel::lock(&self.statuses));
+        let changed = change(&mut crate::sync::lock(&self.statuses));
         if changed {
             self.changed.notify_waiters();
         }
     }
 
     fn get(&self, service: &str) -> Option<ServingStatus> {
-        crate::balancer::subchannel::lock(&self.statuses).get(service).copied()
+        crate::sync::lock(&self.statuses).get(service).copied()
     }
 }
 
@@ -193,7 +193,7 @@ impl Admin for AdminService {
             )));
         }
         let full = {
-            let statuses = crate::balancer::subchannel::lock(&self.health.table.statuses);
+            let statuses = crate::sync::lock(&self.health.table.statuses);
             !statuses.contains_key(&service) && statuses.len() >= MAX_HEALTH_SERVICES
         };
         if full {
@@ -332,7 +332,7 @@ mod tests {
                 refused += 1;
             }
         }
-        let held = crate::balancer::subchannel::lock(&health.table.statuses).len();
+        let held = crate::sync::lock(&health.table.statuses).len();
         assert_eq!(held, MAX_HEALTH_SERVICES, "the table must stop at its bound");
         assert!(refused >= 10, "names beyond the bound must be refused");
         assert!(set("svc0".into()).await.is_ok(), "a known name can still be changed");

@@ -165,7 +165,7 @@ impl<Io: AsyncRead + AsyncWrite + Send + Unpin + 'static> TlsServerIo<Io> {
                     // first HTTP/2 bytes are on their way). Closing at once would answer them
                     // with a TCP reset, which makes the client drop the unread alert and see
                     // only "connection reset"; linger so it reads why.
-                    tokio::spawn(super::http2::linger(io));
+                    tokio::spawn(crate::serve::http2::linger(io));
                     Some(e)
                 }
                 Poll::Pending => {

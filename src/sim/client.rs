@@ -11,8 +11,9 @@ use super::etcd::SimEtcd;
 use super::net::TurmoilConnector;
 use super::scenario::Scenario;
 use super::trace::{self, Trace};
+use crate::backoff::BackoffConfig;
 use crate::balancer::ConnectivityState;
-use crate::balancer::subchannel::{BackoffConfig, KeepAlive, lock};
+use crate::balancer::subchannel::KeepAlive;
 use crate::channel::{Channel, ChannelEvent, ServedBy, WaitForReady};
 use crate::mutant::Mutant;
 use crate::pb::EchoRequest;
@@ -20,6 +21,7 @@ use crate::pb::echo_client::EchoClient;
 use crate::resolver::ResolverBuilder;
 use crate::resolver::etcd::{EtcdBuilder, EtcdResolverCounts, EtcdResolverStats};
 use crate::resolver::manual::ManualResolver;
+use crate::sync::lock;
 
 /// How one RPC ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -21,10 +21,12 @@ use turmoil::net::TcpListener;
 use super::net::{RegisteredConnector, SocketRegistry, TurmoilConnector};
 use super::scenario::{EtcdSpec, Scenario, Server};
 use super::trace::{self, Trace};
-use crate::balancer::subchannel::{BackoffConfig, KeepAlive, lock};
+use crate::backoff::BackoffConfig;
+use crate::balancer::subchannel::KeepAlive;
 use crate::etcd::memory::MemoryEtcd;
 use crate::etcd::{Endpoints, EtcdClient, EtcdClientBuilder};
 use crate::registry::{EtcdRegistrar, Registration, RegistrationState};
+use crate::sync::lock;
 
 type Software = Pin<Box<dyn Future<Output = turmoil::Result>>>;
 

@@ -56,10 +56,10 @@ pub use checks::Property;
 pub use client::{Outcome, RpcRecord};
 pub use net::TurmoilConnector;
 
-use crate::balancer::subchannel::lock;
 pub use crate::mutant::Mutant;
 use crate::resolver::ResolverBuilder;
 use crate::resolver::manual::ManualResolver;
+use crate::sync::lock;
 use scenario::{CLIENT_HOST, Scenario, parse_address};
 use trace::Trace;
 

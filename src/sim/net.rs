@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use turmoil::net::{TcpListener, TcpStream};
 
 use super::trace::Trace;
-use crate::balancer::subchannel::lock;
 use crate::connector::{BoxedIo, ConnectFuture, Connector};
 use crate::server::Listener;
+use crate::sync::lock;
 
 /// Dials turmoil's simulated TCP: `host:port` where `host` is a turmoil host name.
 ///

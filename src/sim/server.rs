@@ -14,11 +14,11 @@ use super::net::{RegisteredListener, SocketRegistry};
 use super::scenario::Server;
 use super::scenario::ServerHealth;
 use super::trace::{self, Trace};
-use crate::balancer::subchannel::lock;
 use crate::health_pb::health_check_response::ServingStatus;
 use crate::server::{
     BodyDelay, GoAwayHandle, HealthStatus, InstrumentedServer, ServerRecorder, ServerStats,
 };
+use crate::sync::lock;
 
 /// One boot of one server: when it started (simulated time) and what it recorded.
 #[derive(Debug, Clone)]

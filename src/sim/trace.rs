@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::balancer::subchannel::lock;
+use crate::sync::lock;
 
 /// A shared, append-only trace. Cheap to clone; clones append to the same trace.
 #[derive(Debug, Clone, Default)]

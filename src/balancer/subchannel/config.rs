@@ -1,11 +1,10 @@
 //! How subchannels connect: reconnect backoff, connect timeout and HTTP/2 keep-alive, with the
-//! ranges every setting must fall in, and the backoff arithmetic that can never panic.
+//! ranges every setting must fall in. The backoff itself (its config and arithmetic) lives in
+//! `crate::backoff`, shared with the resolvers and the etcd client.
 
 use std::time::Duration;
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-
+pub use crate::backoff::BackoffConfig;
 pub use crate::connector::MIN_KEEPALIVE_INTERVAL;
 
 /// The longest duration any subchannel setting may have (24 h). Longer ones are rejected: hyper
@@ -34,30 +33,6 @@ fn check_duration(field: &'static str, value: Duration) -> Result<(), ConfigErro
         return Err(ConfigError { field, allowed: DURATION_RANGE, value: format!("{value:?}") });
     }
     Ok(())
-}
-
-/// Reconnect backoff (gRPC's connection-backoff doc).
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackoffConfig {
-    /// Delay after the first failure. Default 1 s.
-    pub initial: Duration,
-    /// Factor applied after each further failure. Default 1.6.
-    pub multiplier: f64,
-    /// Relative jitter, drawn uniformly from `[-jitter, +jitter]`. Default 0.2.
-    pub jitter: f64,
-    /// Upper bound on the delay before jitter. Default 120 s.
-    pub max: Duration,
-}
-
-impl Default for BackoffConfig {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            multiplier: 1.6,
-            jitter: 0.2,
-            max: Duration::from_secs(120),
-        }
-    }
 }
 
 impl BackoffConfig {
@@ -173,117 +148,9 @@ impl SubchannelConfig {
     }
 }
 
-/// `duration × factor`, saturating: never panics, whatever the factor (a NaN or negative factor
-/// gives zero, an overflowing product [`Duration::MAX`]).
-pub(crate) fn scale(duration: Duration, factor: f64) -> Duration {
-    let secs = duration.as_secs_f64() * factor;
-    if secs.is_nan() || secs <= 0.0 {
-        Duration::ZERO
-    } else {
-        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
-    }
-}
-
-/// Exponential backoff with seeded jitter. Its arithmetic saturates, so even a configuration
-/// that skipped [`BackoffConfig::validate`] cannot make it panic.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    config: BackoffConfig,
-    current: Duration,
-    rng: ChaCha8Rng,
-}
-
-impl Backoff {
-    pub(crate) fn new(config: BackoffConfig, rng: ChaCha8Rng) -> Self {
-        Self { current: config.initial, config, rng }
-    }
-
-    pub(crate) fn current(&self) -> Duration {
-        self.current
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.current = self.config.initial;
-    }
-
-    /// The delay before the next attempt, with jitter; grows the base for the one after.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self.current;
-        self.current = scale(base, self.config.multiplier).min(self.config.max);
-        let jitter = self.config.jitter;
-        let factor = if jitter.is_finite() && jitter > 0.0 {
-            1.0 + self.rng.random_range(-jitter..=jitter)
-        } else {
-            1.0
-        };
-        scale(base, factor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-
     use super::*;
-
-    #[test]
-    fn backoff_grows_by_the_multiplier_up_to_the_cap_and_resets() {
-        let config = BackoffConfig {
-            initial: Duration::from_secs(1),
-            multiplier: 2.0,
-            jitter: 0.0,
-            max: Duration::from_secs(5),
-        };
-        let mut backoff = Backoff::new(config, ChaCha8Rng::seed_from_u64(1));
-        let delays: Vec<_> = (0..5).map(|_| backoff.next_delay().as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 5, 5], "backoff must multiply and stop at max");
-        backoff.reset();
-        assert_eq!(backoff.next_delay().as_secs(), 1, "READY must reset the backoff");
-    }
-
-    #[test]
-    fn backoff_jitter_stays_within_bounds_and_is_seeded() {
-        let draw = |seed| {
-            let mut backoff =
-                Backoff::new(BackoffConfig::default(), ChaCha8Rng::seed_from_u64(seed));
-            (0..20).map(|_| backoff.next_delay()).collect::<Vec<_>>()
-        };
-        let delays = draw(7);
-        assert_eq!(delays, draw(7), "the same seed must give the same jitter");
-        let mut base = Duration::from_secs(1);
-        for delay in delays {
-            assert!(
-                delay >= base.mul_f64(0.8) && delay <= base.mul_f64(1.2),
-                "{delay:?} vs {base:?}"
-            );
-            base = base.mul_f64(1.6).min(Duration::from_secs(120));
-        }
-    }
-
-    /// Regression: `Duration::mul_f64` panicked on a negative, NaN or infinite multiplier or
-    /// jitter, and on a product too large for a `Duration`, killing the subchannel's task.
-    #[test]
-    fn backoff_arithmetic_never_panics_whatever_the_config() {
-        let odd = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -1.0, 0.0, 1e300, 2.0];
-        let durations = [Duration::ZERO, Duration::from_millis(1), Duration::MAX];
-        for &multiplier in &odd {
-            for &jitter in &odd {
-                for &initial in &durations {
-                    for &max in &durations {
-                        let config = BackoffConfig { initial, multiplier, jitter, max };
-                        let mut backoff = Backoff::new(config, ChaCha8Rng::seed_from_u64(3));
-                        for _ in 0..4 {
-                            let delay = backoff.next_delay();
-                            assert!(
-                                delay <= Duration::MAX,
-                                "a backoff delay must always be a duration"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     #[test]
     fn the_default_configs_are_valid() {

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tonic::{Code, Status};
 
 use super::ConnectionError;
-use super::config::Backoff;
+use crate::backoff::Backoff;
 use crate::balancer::ConnectivityState;
 use crate::health_pb::health_check_response::ServingStatus;
 use crate::health_pb::health_client::HealthClient;

@@ -66,13 +66,14 @@ use tokio::sync::mpsc;
 
 use super::{ConnectivityState, SubchannelState};
 use crate::address::Address;
+use crate::backoff::Backoff;
 use crate::connector::Connector;
+use crate::sync::lock;
 
 mod config;
 mod connect;
 mod health;
 
-pub(crate) use config::Backoff;
 pub use config::{
     BackoffConfig, ConfigError, KeepAlive, MAX_SETTING_DURATION, MIN_KEEPALIVE_INTERVAL,
     SubchannelConfig,
@@ -184,19 +185,16 @@ pub struct Subchannel {
 struct Shared {
     id: SubchannelId,
     address: Address,
-    connect: ConnectSink,
+    connect: ConnectHook,
     conn: Mutex<Option<SendRequest<tonic::body::Body>>>,
 }
 
-/// Where [`Subchannel::connect`] requests go.
-enum ConnectSink {
-    /// To the subchannel's task, with room for one pending request; the channel closes when
-    /// the last handle drops.
-    Task(mpsc::Sender<()>),
-    /// Into a policy test's log of what the policy asked for.
-    #[cfg(test)]
-    Log(Arc<Mutex<Vec<String>>>),
-}
+/// What [`Subchannel::connect`] does: hand the request to the subchannel's task (see [`spawn`]),
+/// or, in a policy test's fake controller, record it.
+///
+/// # Contract
+/// Called on the policy's task, once per `connect` call; must not block.
+pub(crate) type ConnectHook = Box<dyn Fn() + Send + Sync>;
 
 impl Subchannel {
     /// The subchannel's id.
@@ -211,15 +209,7 @@ impl Subchannel {
 
     /// Asks an IDLE subchannel to connect. Ignored in any other state. Never blocks.
     pub fn connect(&self) {
-        match &self.shared.connect {
-            // A full queue already holds a request, which is all IDLE needs; the task is gone
-            // only after SHUTDOWN, when connecting means nothing.
-            ConnectSink::Task(task) => {
-                let _ = task.try_send(());
-            }
-            #[cfg(test)]
-            ConnectSink::Log(log) => lock(log).push(format!("connect {}", self.id())),
-        }
+        (self.shared.connect)();
     }
 
     /// The HTTP/2 sender of the READY connection, if there is one.
@@ -231,19 +221,15 @@ impl Subchannel {
         WeakSubchannel(Arc::downgrade(&self.shared))
     }
 
-    /// A subchannel with no task behind it whose `connect` calls are appended to `log`.
-    /// Policy tests use it to record what a policy asks of its subchannels.
-    #[cfg(test)]
-    pub(crate) fn recording(id: u64, address: Address, log: Arc<Mutex<Vec<String>>>) -> Self {
-        let connect = ConnectSink::Log(log);
-        let shared = Shared::new(SubchannelId(id), address, connect);
+    /// A handle, with no connection yet, whose `connect` calls run `connect`. [`spawn`] gives
+    /// it a hook that wakes the subchannel's task; policy tests give one that records the call.
+    pub(crate) fn with_connect_hook(
+        id: SubchannelId,
+        address: Address,
+        connect: ConnectHook,
+    ) -> Self {
+        let shared = Shared { id, address, connect, conn: Mutex::new(None) };
         Self { shared: Arc::new(shared) }
-    }
-}
-
-impl Shared {
-    fn new(id: SubchannelId, address: Address, connect: ConnectSink) -> Self {
-        Self { id, address, connect, conn: Mutex::new(None) }
     }
 }
 
@@ -295,13 +281,13 @@ pub(crate) fn spawn(
     rng_seed: u64,
     health: Option<HealthSource>,
 ) -> Subchannel {
-    let (connect, commands) = mpsc::channel(1);
-    let connect = ConnectSink::Task(connect);
-    let shared = Arc::new(Shared::new(id, address, connect));
+    let (requests, commands) = mpsc::channel(1);
+    let subchannel = Subchannel::with_connect_hook(id, address, task_hook(requests));
+    let shared = &subchannel.shared;
     let worker = Worker {
         id,
         addr: shared.address.addr.clone(),
-        conn: Arc::downgrade(&shared),
+        conn: Arc::downgrade(shared),
         backoff: Backoff::new(config.backoff.clone(), ChaCha8Rng::seed_from_u64(rng_seed)),
         keepalive: config.keepalive.clone(),
         config,
@@ -312,7 +298,16 @@ pub(crate) fn spawn(
         health_rng: health_rng(rng_seed),
     };
     tokio::spawn(worker.run());
-    Subchannel { shared }
+    subchannel
+}
+
+/// A hook that hands connect requests to the subchannel's task through `requests`, which has
+/// room for one: a full queue already holds a request, which is all IDLE needs, and the task is
+/// gone only after SHUTDOWN, when connecting means nothing.
+fn task_hook(requests: mpsc::Sender<()>) -> ConnectHook {
+    Box::new(move || {
+        let _ = requests.try_send(());
+    })
 }
 
 struct Worker {
@@ -530,12 +525,6 @@ impl Worker {
     }
 }
 
-/// Locks a mutex whose data stays consistent even if a holder panicked (it only holds an
-/// `Option` that is replaced whole).
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io;
@@ -569,8 +558,8 @@ mod tests {
     #[tokio::test]
     async fn invariant_connect_requests_coalesce_into_one_pending_request() {
         let (tx, mut rx) = mpsc::channel(1);
-        let shared = Shared::new(SubchannelId(0), Address::new("a:1"), ConnectSink::Task(tx));
-        let subchannel = Subchannel { shared: Arc::new(shared) };
+        let subchannel =
+            Subchannel::with_connect_hook(SubchannelId(0), Address::new("a:1"), task_hook(tx));
         for _ in 0..1000 {
             subchannel.connect();
         }

@@ -54,9 +54,9 @@ use tokio_stream::{Stream, StreamExt};
 use super::pb::etcdserverpb::{
     PutRequest, kv_server::KvServer, lease_server::LeaseServer, watch_server::WatchServer,
 };
-use crate::balancer::subchannel::lock;
-use crate::server::http2::{self, Http2Config};
-use crate::server::{Incoming, Listener, ServerRecorder};
+use crate::serve::http2::{self, Http2Config};
+use crate::serve::{Incoming, Listener, ServerRecorder};
+use crate::sync::lock;
 use tonic::service::Routes;
 
 mod service;

@@ -21,7 +21,7 @@ use crate::etcd::pb::etcdserverpb::{
     watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
 };
 use crate::etcd::pb::mvccpb::{Event, event::EventType};
-use crate::server::ConnectionInfo;
+use crate::serve::ConnectionInfo;
 
 /// Responses buffered per stream before the session waits for the client to read.
 const STREAM_BUFFER: usize = 64;

@@ -20,8 +20,8 @@ use tokio_stream::Stream;
 /// # Contract
 /// `accept` is called by [`Incoming`] from the serving task, one call at a time (never
 /// overlapping), and waits until a connection arrives. After an error the server pauses (with
-/// exponential backoff, see [`InstrumentedServer::serve_incoming`](super::InstrumentedServer::serve_incoming))
-/// and accepts again.
+/// exponential backoff, see `InstrumentedServer::serve_incoming` in `anchorage::server`) and
+/// accepts again.
 pub trait Listener: Send + Sized + 'static {
     /// The stream of one accepted connection.
     type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;

@@ -24,7 +24,7 @@
 //!   a PING, and on its ack the GOAWAY with the real last-stream-id. Streams in flight then
 //!   have the grace (`MaxConnectionAgeGrace`) to finish; after it the connection is closed.
 //! - A failed accept (`Err` from `incoming`) is skipped: backing off is the stream's job
-//!   ([`super::accept`]).
+//!   (the `Echo` server wraps its listener in an accept backoff).
 //! - Unlike tonic's server, nothing cuts a handler off at the request's `grpc-timeout`: the
 //!   client resets the stream at its deadline (this crate's channel does), which drops the
 //!   handler's future. The handlers served here answer at once or stream until cancelled.
@@ -218,7 +218,7 @@ async fn connection<Io>(
     }
     // hyper drops the stream with the connection; `HandedBack` puts it in the slot.
     drop(served);
-    let io = crate::balancer::subchannel::lock(&slot).take();
+    let io = crate::sync::lock(&slot).take();
     if let (true, Some(io)) = (lingering, io) {
         linger(io).await;
     }
@@ -235,7 +235,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// retried. Go's `net/http` server lingers the same way before closing (`closeWriteAndWait`).
 /// A TLS connection whose handshake failed lingers too, so the client reads the alert
 /// (`server::tls`).
-pub(super) async fn linger<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io) {
+pub(crate) async fn linger<Io: AsyncRead + AsyncWrite + Unpin>(mut io: Io) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let drain = async {
         // hyper has usually shut the write side already; then this fails, harmlessly.
@@ -270,7 +270,7 @@ impl<Io> HandedBack<Io> {
 impl<Io> Drop for HandedBack<Io> {
     fn drop(&mut self) {
         if let Some(io) = self.io.take() {
-            *crate::balancer::subchannel::lock(&self.slot) = Some(io);
+            *crate::sync::lock(&self.slot) = Some(io);
         }
     }
 }
