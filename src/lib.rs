@@ -9,7 +9,8 @@
 //! - [`address`]: [`Address`](address::Address) identity (addr + attributes) and ordered maps of them.
 //! - [`resolver`]: the resolver API, the scheme registry and the built-in resolvers
 //!   (`passthrough`, `pass`, `dns`, `etcd`, `manual`).
-//! - [`balancer`]: the policy API, `pick_first`, `round_robin`, pickers and subchannels.
+//! - [`balancer`]: the policy API and its public registry (`balancer::register`), `pick_first`,
+//!   `round_robin`, pickers and subchannels.
 //! - [`service_config`]: gRPC service-config JSON: load-balancing choice, timeouts, retries.
 //! - [`connector`]: how subchannels dial (real TCP, or simulated TCP in the harness).
 //! - [`channel`]: the `tower::Service` that tonic-generated clients run on.
