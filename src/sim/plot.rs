@@ -218,13 +218,61 @@ pub fn svg(timeline: &Timeline, title: &str) -> Result<String, String> {
         let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let root = root.titled(title, ("sans-serif", 28)).map_err(|e| e.to_string())?;
-        let (top, bottom) = root.split_vertically(SIZE.1 * 11 / 20);
+        let (panels, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+        let (top, bottom) = panels.split_vertically(SIZE.1 * 11 / 20);
         let end = secs(timeline.end_ms.max(BUCKET_MS));
+        draw_legend(&legend, timeline).map_err(|e| e.to_string())?;
         draw_shares(&top, timeline, end).map_err(|e| e.to_string())?;
         draw_connections(&bottom, timeline, end).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+/// The column right of both panels that holds the legend, so it never covers data or labels.
+const LEGEND_WIDTH: u32 = 190;
+
+/// How a legend entry is marked: a line of a colour and width, or a shaded box.
+enum Mark {
+    Line(RGBColor, u32),
+    Shade(RGBColor),
+}
+
+/// The legend, one entry per line down the right-hand column: each server's line, the failed
+/// share (when any RPC failed), the fault markers and each kind of window shaded.
+fn draw_legend(area: &Area<'_>, timeline: &Timeline) -> Drawn {
+    let mut entries: Vec<(String, Mark)> = Vec::new();
+    for (index, server) in timeline.servers.iter().enumerate() {
+        entries.push((format!("server {}", server.name), Mark::Line(server_color(index), 3)));
+    }
+    if timeline.rpcs.iter().any(|r| r.server.is_none()) {
+        entries.push(("failed".to_owned(), Mark::Line(FAILED_COLOR, 1)));
+    }
+    if !timeline.faults.is_empty() {
+        entries.push(("fault".to_owned(), Mark::Line(FAULT_COLOR, 1)));
+    }
+    let mut kinds: Vec<&str> = Vec::new();
+    for window in &timeline.windows {
+        if !kinds.contains(&window.property.as_str()) {
+            kinds.push(&window.property);
+            let mark = Mark::Shade(window_color(&window.property));
+            entries.push((format!("{} window", window.property), mark));
+        }
+    }
+    let font = ("sans-serif", 16).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+    for (row, (label, mark)) in entries.iter().enumerate() {
+        let y = 70 + 24 * i32::try_from(row).unwrap_or(0);
+        match *mark {
+            Mark::Line(color, width) => {
+                area.draw(&PathElement::new(vec![(8, y), (32, y)], color.stroke_width(width)))?;
+            }
+            Mark::Shade(color) => {
+                area.draw(&Rectangle::new([(8, y - 7), (32, y + 7)], color.mix(0.4).filled()))?;
+            }
+        }
+        area.draw(&Text::new(label.as_str(), (40, y), font.clone()))?;
+    }
+    Ok(())
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
@@ -311,28 +359,13 @@ fn draw_shares(area: &Area<'_>, timeline: &Timeline, end: f64) -> Drawn {
     for (index, server) in timeline.servers.iter().enumerate() {
         let color = server_color(index);
         let points = series.get(&server.name).cloned().unwrap_or_default();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(format!("server {}", server.name))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
     }
     let failed = series.get("failed").cloned().unwrap_or_default();
     if failed.iter().any(|&(_, share)| share > 0.0) {
-        chart
-            .draw_series(LineSeries::new(failed, FAILED_COLOR.stroke_width(1)))?
-            .label("failed")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], FAILED_COLOR));
+        chart.draw_series(LineSeries::new(failed, FAILED_COLOR.stroke_width(1)))?;
     }
     draw_faults(&mut chart, timeline, 1.3, true)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()?;
     Ok(())
 }
 
@@ -379,23 +412,11 @@ fn draw_connections(area: &Area<'_>, timeline: &Timeline, end: f64) -> Drawn {
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
     draw_windows(&mut chart, timeline, top, true)?;
-    for (index, (server, points)) in timeline.servers.iter().zip(steps).enumerate() {
+    for (index, points) in steps.into_iter().enumerate() {
         let color = server_color(index);
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(format!("server {}", server.name))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+        chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
     }
     draw_faults(&mut chart, timeline, top, false)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 16))
-        .draw()?;
     Ok(())
 }
 
@@ -407,18 +428,11 @@ type Chart<'a, 'b> = ChartContext<
 
 /// Shades each judged window; with `labelled`, names it and adds its property to the legend.
 fn draw_windows(chart: &mut Chart<'_, '_>, timeline: &Timeline, top: f64, labelled: bool) -> Drawn {
-    let mut in_legend: Vec<&str> = Vec::new();
     for (i, window) in timeline.windows.iter().enumerate() {
         let color = window_color(&window.property);
         let (from, until) = (secs(window.from_ms), secs(window.until_ms));
         let shade = Rectangle::new([(from, 0.0), (until, top)], color.mix(0.18).filled());
-        let drawn = chart.draw_series(std::iter::once(shade))?;
-        if labelled && !in_legend.contains(&window.property.as_str()) {
-            in_legend.push(&window.property);
-            drawn.label(format!("{} window", window.property)).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 6), (x + 20, y + 6)], color.mix(0.4).filled())
-            });
-        }
+        chart.draw_series(std::iter::once(shade))?;
         if labelled {
             // Stagger the labels of neighbouring windows so they do not overprint.
             let y = top * (0.97 - 0.06 * (i % 3) as f64);
