@@ -141,7 +141,7 @@ pub fn register<B: PolicyBuilder>(builder: B) -> Result<(), RegisterError> {
     if BUILT_INS.iter().any(|built_in| built_in.name() == key) {
         return Err(RegisterError::BuiltIn { name: name.to_owned() });
     }
-    let entry: Arc<dyn DynBuilder> = Arc::new(Custom(Arc::new(builder)));
+    let entry: Arc<dyn DynBuilder> = Arc::new(Custom { name, builder: Arc::new(builder) });
     REGISTRY.write().unwrap_or_else(PoisonError::into_inner).insert(key, entry);
     Ok(())
 }
@@ -169,9 +169,10 @@ pub(crate) fn parse(
 /// A registered policy with its parsed config: the payload of
 /// [`LoadBalancingConfig::Registered`]. Cheap to clone.
 ///
-/// Two are equal when they name the same policy and their configs are of the same type and
-/// equal. It keeps the builder that parsed it, so re-registering the name later does not
-/// change what it builds.
+/// Two are equal when the same registration parsed them and their configs are equal: after the
+/// name is registered again, a config the new builder parses differs from every earlier one,
+/// so a channel given it switches to the new builder's policy. It keeps the builder that parsed
+/// it, so re-registering the name later does not change what it builds.
 #[derive(Clone)]
 pub struct RegisteredConfig(Arc<dyn DynConfig>);
 
@@ -257,12 +258,16 @@ impl DynBuilder for BuiltIn {
     }
 }
 
-/// A user's builder.
-struct Custom<B>(Arc<B>);
+/// A user's builder, with the name it had when it was registered: the registry never calls
+/// user code while it holds its lock, and lists each policy under the name it is found by.
+struct Custom<B> {
+    name: &'static str,
+    builder: Arc<B>,
+}
 
 impl<B: PolicyBuilder> DynBuilder for Custom<B> {
     fn name(&self) -> &'static str {
-        self.0.name()
+        self.name
     }
 
     fn parse(
@@ -270,13 +275,13 @@ impl<B: PolicyBuilder> DynBuilder for Custom<B> {
         config: &Map<String, Value>,
         path: &str,
     ) -> Result<LoadBalancingConfig, ServiceConfigError> {
-        match self.0.parse_config(config) {
+        match self.builder.parse_config(config) {
             Ok(config) => {
-                let bound = Bound { builder: self.0.clone(), config };
+                let bound = Bound { name: self.name, builder: self.builder.clone(), config };
                 Ok(LoadBalancingConfig::Registered(RegisteredConfig(Arc::new(bound))))
             }
             Err(error) => {
-                Err(crate::service_config::invalid_policy_config(self.0.name(), path, &error))
+                Err(crate::service_config::invalid_policy_config(self.name, path, &error))
             }
         }
     }
@@ -287,11 +292,15 @@ trait DynConfig: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     fn to_json(&self) -> Map<String, Value>;
     fn config(&self) -> &dyn Any;
+    /// Identifies the [`register`] call whose builder parsed the config.
+    fn registration(&self) -> *const ();
     fn dyn_eq(&self, other: &dyn DynConfig) -> bool;
     fn build(&self) -> Box<dyn LbPolicy>;
 }
 
 struct Bound<B: PolicyBuilder> {
+    name: &'static str,
+    /// The registration that parsed the config; configs of different registrations differ.
     builder: Arc<B>,
     config: B::Config,
 }
@@ -299,7 +308,7 @@ struct Bound<B: PolicyBuilder> {
 impl<B: PolicyBuilder> fmt::Debug for Bound<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegisteredConfig")
-            .field("name", &self.builder.name())
+            .field("name", &self.name)
             .field("config", &self.config)
             .finish()
     }
@@ -307,7 +316,11 @@ impl<B: PolicyBuilder> fmt::Debug for Bound<B> {
 
 impl<B: PolicyBuilder> DynConfig for Bound<B> {
     fn name(&self) -> &'static str {
-        self.builder.name()
+        self.name
+    }
+
+    fn registration(&self) -> *const () {
+        Arc::as_ptr(&self.builder).cast()
     }
 
     fn to_json(&self) -> Map<String, Value> {
@@ -319,7 +332,7 @@ impl<B: PolicyBuilder> DynConfig for Bound<B> {
     }
 
     fn dyn_eq(&self, other: &dyn DynConfig) -> bool {
-        self.name().eq_ignore_ascii_case(other.name())
+        std::ptr::eq(self.registration(), other.registration())
             && other.config().downcast_ref::<B::Config>() == Some(&self.config)
     }
 
@@ -392,6 +405,51 @@ mod tests {
         let count =
             names.iter().filter(|n| n.eq_ignore_ascii_case("registry_test_replaced")).count();
         assert_eq!(count, 1, "a replaced name must be listed once, got {names:?}");
+    }
+
+    /// Regression: configs were equal when their names and values were, whichever
+    /// registration parsed them, so a channel whose resolver sent the same JSON after the name
+    /// was registered again kept the old builder's policy.
+    #[test]
+    fn configs_parsed_by_different_registrations_of_a_name_differ_even_with_equal_values() {
+        register(Tagged { name: "registry_test_same_value", tag: 7 }).unwrap();
+        let first = chosen("registry_test_same_value");
+        assert_eq!(first, chosen("registry_test_same_value"), "one registration: equal configs");
+        register(Tagged { name: "registry_test_same_value", tag: 7 }).unwrap();
+        let second = chosen("registry_test_same_value");
+        assert_eq!(tag_of(&first), tag_of(&second), "the two configs' values are equal");
+        assert_ne!(first, second, "a new registration's config must differ, so channels switch");
+    }
+
+    /// A builder whose `name` registers another policy: listing the names must not call it
+    /// under the registry's lock (a re-entrant write would deadlock).
+    struct Reentrant;
+
+    impl PolicyBuilder for Reentrant {
+        type Config = Tag;
+        fn name(&self) -> &'static str {
+            let _ = register(Tagged { name: "registry_test_from_name", tag: 0 });
+            "registry_test_reentrant"
+        }
+        fn parse_config(&self, _: &Map<String, Value>) -> Result<Tag, PolicyConfigError> {
+            Ok(Tag(0))
+        }
+        fn build(&self, _: &Tag) -> Box<dyn LbPolicy> {
+            Box::new(RoundRobin::new())
+        }
+    }
+
+    #[test]
+    fn listing_names_calls_no_builder_while_holding_the_registry() {
+        register(Reentrant).unwrap();
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(registered_names());
+        });
+        let names = wait
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("registered_names must not deadlock on a builder that registers");
+        assert!(names.iter().any(|n| n == "registry_test_reentrant"), "{names:?}");
     }
 
     #[test]

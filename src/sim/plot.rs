@@ -311,7 +311,9 @@ const FAILED_COLOR: RGBColor = RGBColor(90, 90, 90);
 
 /// Per 100 ms bucket (by send time): each server's share of the RPCs sent, and the failed
 /// share.
-fn shares(timeline: &Timeline) -> BTreeMap<String, Vec<(f64, f64)>> {
+/// Each server's share of the RPCs sent per bucket, keyed by its name; `None` is the share
+/// that failed (kept apart so a server may be called "failed").
+fn shares(timeline: &Timeline) -> BTreeMap<Option<&str>, Vec<(f64, f64)>> {
     let buckets = usize::try_from(timeline.end_ms / BUCKET_MS + 1).unwrap_or(usize::MAX);
     let mut counts: BTreeMap<Option<&str>, BTreeMap<usize, u64>> = BTreeMap::new();
     let mut totals: BTreeMap<usize, u64> = BTreeMap::new();
@@ -332,7 +334,7 @@ fn shares(timeline: &Timeline) -> BTreeMap<String, Vec<(f64, f64)>> {
                 (mid, n as f64 / total as f64)
             })
             .collect();
-        out.insert(name.unwrap_or("failed").to_owned(), points);
+        out.insert(name, points);
     }
     out
 }
@@ -358,10 +360,10 @@ fn draw_shares(area: &Area<'_>, timeline: &Timeline, end: f64) -> Drawn {
     let series = shares(timeline);
     for (index, server) in timeline.servers.iter().enumerate() {
         let color = server_color(index);
-        let points = series.get(&server.name).cloned().unwrap_or_default();
+        let points = series.get(&Some(server.name.as_str())).cloned().unwrap_or_default();
         chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
     }
-    let failed = series.get("failed").cloned().unwrap_or_default();
+    let failed = series.get(&None).cloned().unwrap_or_default();
     if failed.iter().any(|&(_, share)| share > 0.0) {
         chart.draw_series(LineSeries::new(failed, FAILED_COLOR.stroke_width(1)))?;
     }
@@ -471,4 +473,31 @@ fn draw_faults(chart: &mut Chart<'_, '_>, timeline: &Timeline, top: f64, labelle
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the failed share was stored under the name "failed", over the share of a
+    /// server with that name.
+    #[test]
+    fn a_server_named_failed_keeps_its_own_share() {
+        let server = |name: &str| ServerLine { name: name.to_owned(), connections: Vec::new() };
+        let rpc = |server: Option<&str>| RpcSpan {
+            start_ms: 10,
+            end_ms: 20,
+            server: server.map(str::to_owned),
+        };
+        let timeline = Timeline {
+            end_ms: 100,
+            servers: vec![server("failed"), server("b")],
+            rpcs: vec![rpc(Some("failed")), rpc(Some("failed")), rpc(Some("b")), rpc(None)],
+            faults: Vec::new(),
+            windows: Vec::new(),
+        };
+        let series = shares(&timeline);
+        assert_eq!(series[&Some("failed")], vec![(0.05, 0.5)], "the server's own share");
+        assert_eq!(series[&None], vec![(0.05, 0.25)], "the share that failed, apart");
+    }
 }
