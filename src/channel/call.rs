@@ -49,11 +49,15 @@ pub(super) async fn run(
     shared: Arc<Shared>,
     request: Request<tonic::body::Body>,
 ) -> Result<Response<tonic::body::Body>, Status> {
-    let path = request.uri().path().to_owned();
-    let config = shared.config.borrow().clone();
-    let (service, method) = split_path(&path);
-    let method_config = config.method_config(service, method).cloned().unwrap_or_default();
-    let deadline = deadline(&request, &method_config);
+    // A clone of the caller's path shares its bytes (tonic's generated clients give a static
+    // one), so naming the method costs no allocation per RPC.
+    let path =
+        request.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let config = shared.config.load_full();
+    let (service, method) = split_path(path.path());
+    let no_method_config = MethodConfig::default();
+    let method_config = config.method_config(service, method).unwrap_or(&no_method_config);
+    let deadline = deadline(&request, method_config);
     let wait_for_ready = request
         .extensions()
         .get::<WaitForReady>()
@@ -78,7 +82,7 @@ pub(super) async fn run(
             Ok(result) => result,
             Err(_) => {
                 replay.abort();
-                Err(deadline_exceeded(&path))
+                Err(deadline_exceeded(path.path()))
             }
         },
     }
@@ -90,7 +94,7 @@ fn deadline_exceeded(path: &str) -> Status {
 
 struct Call<'a> {
     shared: &'a Shared,
-    path: &'a str,
+    path: &'a PathAndQuery,
     wait_for_ready: bool,
     retry: Option<&'a RetryPolicy>,
     throttle: Option<Arc<Throttle>>,
@@ -101,7 +105,7 @@ struct Call<'a> {
 /// Subchannels not to pick again for this RPC, and the picker under which they were found
 /// unusable: the list holds only while that picker is current.
 #[derive(Debug, Default)]
-struct Skip {
+pub(super) struct Skip {
     version: Option<u64>,
     ids: Vec<SubchannelId>,
 }
@@ -220,12 +224,12 @@ impl Call<'_> {
                         !mutant::is(self.shared.mutant, Mutant::DeadlineIgnoredAfterHeaders)
                     })
                     .map(|d| Box::pin(tokio::time::sleep_until(d))),
-                path: self.path.to_owned(),
+                path: self.path.clone(),
                 throttle: self.throttle.clone(),
                 replay: self.replay.clone(),
             })
         });
-        let served = ServedBy { subchannel: sc.id(), address: sc.address().clone() };
+        let served = ServedBy { subchannel: sc.id(), address: sc.shared_address() };
         response.extensions_mut().insert(served);
         response
     }
@@ -247,27 +251,14 @@ impl Call<'_> {
         skip: &mut Skip,
     ) -> Result<(Subchannel, SendRequest<tonic::body::Body>), Status> {
         loop {
-            let (version, update) = self.shared.picker.current();
-            if skip.version != Some(version) {
-                // A newer picker may list a skipped subchannel again, on a new connection
-                // (after a GOAWAY it is back within a round trip).
-                skip.ids.clear();
-                skip.version = Some(version);
-            }
-            loop {
-                match update.picker.pick(&PickInfo { method: self.path }) {
-                    PickResult::Pick(sc) if !skip.ids.contains(&sc.id()) => match sc.sender() {
-                        Some(sender) => return Ok((sc, sender)),
-                        None => skip.ids.push(sc.id()),
-                    },
-                    PickResult::Fail(reason) if !self.wait_for_ready => {
-                        return Err(Status::unavailable(reason.to_string()));
+            match pick_now(self.shared, self.path.path(), skip, self.wait_for_ready) {
+                Picked::Ready(sc, sender) => return Ok((sc, sender)),
+                Picked::Failed(status) => return Err(status),
+                Picked::Wait(version) => {
+                    if !self.shared.picker.changed(version).await {
+                        return Err(Status::unavailable("channel: closed"));
                     }
-                    _ => break,
                 }
-            }
-            if !self.shared.picker.changed(version).await {
-                return Err(Status::unavailable("channel: closed"));
             }
         }
     }
@@ -320,6 +311,47 @@ impl Call<'_> {
         };
         tokio::time::sleep(delay).await;
         true
+    }
+}
+
+/// What one look at the current picker gave.
+pub(super) enum Picked {
+    /// A READY subchannel and the sender of its connection.
+    Ready(Subchannel, SendRequest<tonic::body::Body>),
+    /// The RPC fails.
+    Failed(Status),
+    /// Nothing usable under the picker of this version: wait for a newer one.
+    Wait(u64),
+}
+
+/// Asks the current picker for a READY subchannel for an RPC to `path`, without waiting.
+/// Subchannels in `skip` (or found without a connection, which join it) are passed over while
+/// the picker it names is current; a newer picker clears it.
+pub(super) fn pick_now(
+    shared: &Shared,
+    path: &str,
+    skip: &mut Skip,
+    wait_for_ready: bool,
+) -> Picked {
+    let current = shared.picker.current();
+    let version = current.version;
+    if skip.version != Some(version) {
+        // A newer picker may list a skipped subchannel again, on a new connection (after a
+        // GOAWAY it is back within a round trip).
+        skip.ids.clear();
+        skip.version = Some(version);
+    }
+    loop {
+        match current.update.picker.pick(&PickInfo { method: path }) {
+            PickResult::Pick(sc) if !skip.ids.contains(&sc.id()) => match sc.sender() {
+                Some(sender) => return Picked::Ready(sc, sender),
+                None => skip.ids.push(sc.id()),
+            },
+            PickResult::Fail(reason) if !wait_for_ready => {
+                return Picked::Failed(Status::unavailable(reason.to_string()));
+            }
+            _ => return Picked::Wait(version),
+        }
     }
 }
 
@@ -394,7 +426,7 @@ fn unprocessed(error: &(dyn std::error::Error + 'static)) -> Option<bool> {
 struct ResponseBody {
     inner: Option<hyper::body::Incoming>,
     deadline: Option<Pin<Box<Sleep>>>,
-    path: String,
+    path: PathAndQuery,
     throttle: Option<Arc<Throttle>>,
     replay: Replay,
 }
@@ -437,7 +469,7 @@ impl Body for ResponseBody {
             this.inner = None;
             this.deadline = None;
             this.replay.abort();
-            return Poll::Ready(Some(Err(deadline_exceeded(&this.path))));
+            return Poll::Ready(Some(Err(deadline_exceeded(this.path.path()))));
         }
         Poll::Pending
     }
@@ -466,7 +498,9 @@ fn attempt_request(
     *request.uri_mut() = Uri::from_parts(uri).unwrap_or_else(|_| parts.uri.clone());
     if let Some(deadline) = deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Ok(value) = HeaderValue::from_str(&encode_grpc_timeout(remaining)) {
+        // The header takes the encoded string's buffer as it is: one allocation, not two.
+        let encoded = Bytes::from(encode_grpc_timeout(remaining));
+        if let Ok(value) = HeaderValue::from_maybe_shared(encoded) {
             request.headers_mut().insert("grpc-timeout", value);
         }
     }

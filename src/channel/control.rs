@@ -37,6 +37,7 @@ use crate::connector::Connector;
 use crate::mutant::Mutant;
 use crate::resolver::{Resolver, ResolverState, Updates, Verdict};
 use crate::service_config::{LoadBalancingConfig, ServiceConfig};
+use arc_swap::ArcSwap;
 
 /// What the control task needs to start.
 pub(super) struct Control {
@@ -44,6 +45,8 @@ pub(super) struct Control {
     pub(super) updates: Updates,
     pub(super) default_config: Arc<ServiceConfig>,
     pub(super) config_tx: watch::Sender<Arc<ServiceConfig>>,
+    /// The same config for RPCs, which read it without a lock.
+    pub(super) rpc_config: Arc<ArcSwap<ServiceConfig>>,
     pub(super) controller: Controller,
     pub(super) state_rx: mpsc::Receiver<StateEvent>,
     pub(super) closed: oneshot::Receiver<()>,
@@ -282,6 +285,7 @@ impl Control {
             None => self.default_config.clone(),
         };
         let lb = config.load_balancing().clone();
+        self.rpc_config.store(config.clone());
         self.config_tx.send_replace(config);
         self.install(lb, policies);
         let addresses = &state.addresses;

@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::uri::Authority;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -81,8 +82,9 @@ pub struct WaitForReady(pub bool);
 pub struct ServedBy {
     /// The subchannel's id.
     pub subchannel: SubchannelId,
-    /// Its address, with attributes such as the connection index.
-    pub address: Address,
+    /// Its address, with attributes such as the connection index (shared with the subchannel,
+    /// so that marking a response costs no copy).
+    pub address: Arc<Address>,
 }
 
 /// Errors building a channel.
@@ -445,6 +447,7 @@ impl ChannelBuilder {
         let resolver = builder.build(&target, sink)?;
         let default_config = Arc::new(self.default_config);
         let (config_tx, config_rx) = watch::channel(default_config.clone());
+        let rpc_config = Arc::new(ArcSwap::new(default_config.clone()));
         let published = Arc::new(published::Published::new(PickerUpdate::connecting()));
         let (state_tx, state_rx) = mpsc::channel(subchannel::STATE_EVENT_CAPACITY);
         let (close_tx, closed) = oneshot::channel();
@@ -474,6 +477,7 @@ impl ChannelBuilder {
             updates,
             default_config,
             config_tx,
+            rpc_config: rpc_config.clone(),
             controller,
             state_rx,
             closed,
@@ -484,7 +488,7 @@ impl ChannelBuilder {
             shared: Arc::new(Shared {
                 target: target.to_string(),
                 picker: published,
-                config: config_rx,
+                config: rpc_config,
                 rng: Mutex::new(call_rng),
                 retry_buffer: self.retry_buffer,
                 origin,
@@ -509,7 +513,8 @@ pub struct Channel {
 struct Shared {
     target: String,
     picker: Arc<published::Published>,
-    config: watch::Receiver<Arc<ServiceConfig>>,
+    /// The current service config, read by every RPC without a lock.
+    config: Arc<ArcSwap<ServiceConfig>>,
     rng: Mutex<ChaCha8Rng>,
     retry_buffer: usize,
     /// Every RPC's `:scheme` and `:authority`.
@@ -570,13 +575,28 @@ impl Channel {
     ) -> ConnectivityState {
         // Each pass either returns or waits for the next picker.
         loop {
-            let (version, update) = self.shared.picker.current();
-            if done(update.state) {
-                return update.state;
+            let (version, state) = {
+                let current = self.shared.picker.current();
+                (current.version, current.update.state)
+            };
+            if done(state) {
+                return state;
             }
             if !self.shared.picker.changed(version).await {
                 return ConnectivityState::Shutdown;
             }
+        }
+    }
+
+    /// Picks a subchannel for an RPC to `method` exactly as an RPC does before it sends, without
+    /// waiting or sending: the subchannel whose READY connection it would use, if any. It measures the pick path in
+    /// the crate's benchmarks and is not part of the supported API.
+    #[doc(hidden)]
+    pub fn pick_for_benchmark(&self, method: &str) -> Option<SubchannelId> {
+        let mut skip = call::Skip::default();
+        match call::pick_now(&self.shared, method, &mut skip, false) {
+            call::Picked::Ready(sc, _) => Some(sc.id()),
+            _ => None,
         }
     }
 }

@@ -1,63 +1,71 @@
-//! The latest picker, published by the control task and awaited by queued RPCs.
+//! The latest picker, published by the control task, read by every RPC and awaited by queued
+//! ones.
 //!
-//! tokio's `watch` channel would do, except that each of its waiters joins one of eight queues
-//! chosen with tokio's own thread RNG, which is seeded from the OS. When a picker arrives, the
-//! queued RPCs then wake in an order that changes from run to run, and so does which subchannel
-//! each one picks. Here every waiter joins one queue and they wake in the order they began to
-//! wait, so the same events give the same picks.
+//! - Reading takes no lock: the picker sits behind an atomic pointer swap (`arc-swap`), so RPCs
+//!   on every thread pick at once without meeting on a shared lock or reference count (a
+//!   channel-wide mutex here cost 46 ns per pick on one thread and several times that with two
+//!   threads contending).
+//! - Waiting: tokio's `watch` channel would do, except that each of its waiters joins one of
+//!   eight queues chosen with tokio's own thread RNG, which is seeded from the OS. When a picker
+//!   arrives, the queued RPCs then wake in an order that changes from run to run, and so does
+//!   which subchannel each one picks. Here every waiter joins one queue and they wake in the
+//!   order they began to wait, so the same events give the same picks.
 
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use arc_swap::{ArcSwap, Guard};
 use tokio::sync::Notify;
 
 use crate::balancer::{ConnectivityState, PickerUpdate};
-use crate::sync::lock;
 
 /// The current picker with a version that grows with every publication.
 #[derive(Debug)]
 pub(crate) struct Published {
-    current: Mutex<Current>,
+    current: ArcSwap<Snapshot>,
+    closed: AtomicBool,
     changed: Notify,
 }
 
+/// One publication: the picker and its version.
 #[derive(Debug)]
-struct Current {
-    version: u64,
-    update: PickerUpdate,
-    closed: bool,
+pub(crate) struct Snapshot {
+    /// 0 for the first picker, then one more with each publication.
+    pub(crate) version: u64,
+    pub(crate) update: PickerUpdate,
 }
 
 impl Published {
     pub(crate) fn new(update: PickerUpdate) -> Self {
-        let current = Current { version: 0, update, closed: false };
-        Self { current: Mutex::new(current), changed: Notify::new() }
+        Self {
+            current: ArcSwap::from_pointee(Snapshot { version: 0, update }),
+            closed: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
     }
 
     /// Replaces the picker and wakes every waiter.
     pub(crate) fn publish(&self, update: PickerUpdate) {
-        {
-            let mut current = lock(&self.current);
-            current.version += 1;
-            current.update = update;
-        }
+        // `rcu` retries if another publication raced in, so versions never repeat.
+        self.current.rcu(|old| Snapshot { version: old.version + 1, update: update.clone() });
         self.changed.notify_waiters();
     }
 
     /// Marks the channel closed and wakes every waiter.
     pub(crate) fn close(&self) {
-        lock(&self.current).closed = true;
+        self.closed.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 
-    /// The current picker and its version.
-    pub(crate) fn current(&self) -> (u64, PickerUpdate) {
-        let current = lock(&self.current);
-        (current.version, current.update.clone())
+    /// The current picker and its version. Hold it only while picking: it is a cheap,
+    /// thread-local borrow of the publication, not meant to live across an `.await`.
+    pub(crate) fn current(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
     }
 
     /// The state the current picker was published with.
     pub(crate) fn state(&self) -> ConnectivityState {
-        lock(&self.current).update.state
+        self.current.load().update.state
     }
 
     /// Waits until a picker newer than version `seen` is published; false once the channel is
@@ -69,14 +77,11 @@ impl Published {
             tokio::pin!(notified);
             // Register before looking, so a publication in between is not missed.
             notified.as_mut().enable();
-            {
-                let current = lock(&self.current);
-                if current.version != seen {
-                    return true;
-                }
-                if current.closed {
-                    return false;
-                }
+            if self.current.load().version != seen {
+                return true;
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
             }
             notified.await;
         }
@@ -85,9 +90,10 @@ impl Published {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::Mutex;
 
     use super::*;
+    use crate::sync::lock;
 
     #[tokio::test(flavor = "current_thread")]
     async fn queued_waiters_wake_in_the_order_they_began_to_wait() {

@@ -56,9 +56,10 @@
 //! - The task never panics on its configuration: its arithmetic saturates.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use hyper::client::conn::http2::SendRequest;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -68,7 +69,6 @@ use super::{ConnectivityState, SubchannelState};
 use crate::address::Address;
 use crate::backoff::Backoff;
 use crate::connector::Connector;
-use crate::sync::lock;
 
 mod config;
 mod connect;
@@ -184,9 +184,10 @@ pub struct Subchannel {
 
 struct Shared {
     id: SubchannelId,
-    address: Address,
+    address: Arc<Address>,
     connect: ConnectHook,
-    conn: Mutex<Option<SendRequest<tonic::body::Body>>>,
+    /// The READY connection's sender, swapped atomically so that RPCs read it without a lock.
+    conn: ArcSwapOption<SendRequest<tonic::body::Body>>,
 }
 
 /// What [`Subchannel::connect`] does: hand the request to the subchannel's task (see [`spawn`]),
@@ -207,6 +208,12 @@ impl Subchannel {
         &self.shared.address
     }
 
+    /// The address it connects to, shared rather than copied (for every response's
+    /// [`ServedBy`](crate::channel::ServedBy)).
+    pub(crate) fn shared_address(&self) -> Arc<Address> {
+        self.shared.address.clone()
+    }
+
     /// Asks an IDLE subchannel to connect. Ignored in any other state. Never blocks.
     pub fn connect(&self) {
         (self.shared.connect)();
@@ -214,7 +221,7 @@ impl Subchannel {
 
     /// The HTTP/2 sender of the READY connection, if there is one.
     pub(crate) fn sender(&self) -> Option<SendRequest<tonic::body::Body>> {
-        lock(&self.shared.conn).clone()
+        self.shared.conn.load().as_deref().cloned()
     }
 
     pub(crate) fn downgrade(&self) -> WeakSubchannel {
@@ -228,7 +235,8 @@ impl Subchannel {
         address: Address,
         connect: ConnectHook,
     ) -> Self {
-        let shared = Shared { id, address, connect, conn: Mutex::new(None) };
+        let shared =
+            Shared { id, address: Arc::new(address), connect, conn: ArcSwapOption::empty() };
         Self { shared: Arc::new(shared) }
     }
 }
@@ -388,7 +396,7 @@ impl Worker {
     async fn serve(&mut self, connected: Connected) -> bool {
         let Connected { sender, mut driver, mut goaway } = connected;
         let Some(shared) = self.conn.upgrade() else { return false };
-        *lock(&shared.conn) = Some(sender);
+        shared.conn.store(Some(Arc::new(sender)));
         drop(shared);
         self.backoff.reset();
         let end = async {
@@ -400,7 +408,7 @@ impl Worker {
         };
         let wake = self.while_ready(end).await;
         if let Some(shared) = self.conn.upgrade() {
-            *lock(&shared.conn) = None;
+            shared.conn.store(None);
         }
         let ended = match wake {
             Wake::Shutdown => return false,
@@ -472,7 +480,8 @@ impl Worker {
         let source = self.health.as_ref()?;
         let service = source.config.borrow().health_check()?.service_name.clone();
         let (scheme, authority) = (source.scheme.clone(), source.authority.clone());
-        let sender = self.conn.upgrade().and_then(|shared| lock(&shared.conn).clone())?;
+        let sender =
+            self.conn.upgrade().and_then(|shared| shared.conn.load().as_deref().cloned())?;
         let rng = ChaCha8Rng::seed_from_u64(self.health_rng.next_u64());
         Some(health::Checker {
             addr: self.addr.clone(),
