@@ -5,29 +5,33 @@
 //! `maxTokens`. While the tokens are at or below `maxTokens / 2`, no RPC is retried. Tokens are
 //! counted in thousandths (the ratio has at most 3 decimal places), so the arithmetic is exact.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
 
 use crate::service_config::RetryThrottling;
-use crate::sync::lock;
 
 /// The channel's current bucket, replaced by a fresh, full one when the service config's
 /// `retryThrottling` changes (grpc-go builds a new throttler whenever it applies a config).
+/// Every RPC reads it, so it sits behind an atomic swap rather than a lock.
 #[derive(Debug, Default)]
-pub(crate) struct Throttles(Mutex<Option<Arc<Throttle>>>);
+pub(crate) struct Throttles(ArcSwapOption<Throttle>);
 
 impl Throttles {
     /// The bucket for RPCs started under `policy`; `None` when the config does not throttle.
     pub(crate) fn bucket(&self, policy: Option<&RetryThrottling>) -> Option<Arc<Throttle>> {
         let policy = policy?;
-        let mut current = lock(&self.0);
-        match &*current {
-            Some(bucket) if bucket.policy == *policy => Some(bucket.clone()),
-            _ => {
-                let bucket = Arc::new(Throttle::new(*policy));
-                *current = Some(bucket.clone());
-                Some(bucket)
-            }
+        let current = self.0.load_full().filter(|bucket| bucket.policy == *policy);
+        if current.is_some() {
+            return current;
         }
+        // RPCs racing past a policy change agree on one fresh bucket.
+        self.0.rcu(|current| match current {
+            Some(bucket) if bucket.policy == *policy => Some(bucket.clone()),
+            _ => Some(Arc::new(Throttle::new(*policy))),
+        });
+        self.0.load_full()
     }
 }
 
@@ -40,7 +44,7 @@ pub(crate) struct Throttle {
     /// `tokenRatio` in thousandths.
     ratio: u64,
     /// The current tokens, in thousandths.
-    tokens: Mutex<u64>,
+    tokens: AtomicU64,
 }
 
 impl Throttle {
@@ -48,21 +52,22 @@ impl Throttle {
         let max = u64::from(policy.max_tokens) * 1000;
         // Validated: greater than 0 with at most 3 decimals; `as` saturates huge ratios.
         let ratio = (policy.token_ratio * 1000.0).round() as u64;
-        Self { policy, max, ratio, tokens: Mutex::new(max) }
+        Self { policy, max, ratio, tokens: AtomicU64::new(max) }
     }
 
     /// Records an attempt that failed with a retryable code; returns whether a retry is still
     /// allowed (tokens above half the maximum).
     pub(crate) fn failure(&self) -> bool {
-        let mut tokens = lock(&self.tokens);
-        *tokens = tokens.saturating_sub(1000);
-        *tokens * 2 > self.max
+        let take = |tokens: u64| Some(tokens.saturating_sub(1000));
+        let before = self.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, take);
+        let after = before.map_or(0, |tokens| tokens.saturating_sub(1000));
+        after * 2 > self.max
     }
 
     /// Records an RPC that ended OK.
     pub(crate) fn success(&self) {
-        let mut tokens = lock(&self.tokens);
-        *tokens = tokens.saturating_add(self.ratio).min(self.max);
+        let refill = |tokens: u64| Some(tokens.saturating_add(self.ratio).min(self.max));
+        let _ = self.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, refill);
     }
 }
 
@@ -86,6 +91,36 @@ mod tests {
             throttle.success();
         }
         assert!(throttle.failure(), "6 successes × 0.5 refill to 3 (the cap), then 2 > 1.5");
+    }
+
+    /// The tokens are updated without a lock: concurrent updates must all count.
+    #[test]
+    fn concurrent_failures_and_successes_all_count() {
+        let throttle = Arc::new(Throttle::new(policy(
+            r#"{"retryThrottling":{"maxTokens":1000,"tokenRatio":1}}"#,
+        )));
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                let throttle = throttle.clone();
+                scope.spawn(move || {
+                    for _ in 0..200 {
+                        throttle.failure();
+                    }
+                });
+            }
+        });
+        assert_eq!(throttle.tokens.load(Ordering::Relaxed), 600_000, "1000 - 2 × 200 tokens");
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                let throttle = throttle.clone();
+                scope.spawn(move || {
+                    for _ in 0..150 {
+                        throttle.success();
+                    }
+                });
+            }
+        });
+        assert_eq!(throttle.tokens.load(Ordering::Relaxed), 900_000, "600 + 2 × 150 tokens");
     }
 
     #[test]
