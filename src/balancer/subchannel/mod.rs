@@ -303,7 +303,8 @@ pub(crate) fn spawn(
         commands,
         events,
         health,
-        health_rng: health_rng(rng_seed),
+        rng_seed,
+        health_checkers: 0,
     };
     tokio::spawn(worker.run());
     subchannel
@@ -332,16 +333,22 @@ struct Worker {
     events: mpsc::Sender<StateEvent>,
     /// The service config, when the policy asked for health checks.
     health: Option<HealthSource>,
-    /// Seeds each health checker's backoff.
-    health_rng: ChaCha8Rng,
+    /// The subchannel's seed; with [`health_seed`], it seeds each health checker's backoff.
+    rng_seed: u64,
+    /// Health checkers started so far.
+    health_checkers: u64,
 }
 
-/// The RNG behind health-check backoffs: the subchannel's seed on a stream of its own, so the
-/// reconnect backoff draws the same jitter whether or not health checks run.
-fn health_rng(seed: u64) -> ChaCha8Rng {
+/// The seed of the `n`th (from 0) health checker's backoff: the `n`th draw from the
+/// subchannel's seed on a stream of its own, so the reconnect backoff draws the same jitter
+/// whether or not health checks run. Each draw is computed by seeking rather than kept in a
+/// generator: a generator is 320 bytes that every subchannel's task would carry for good.
+fn health_seed(seed: u64, n: u64) -> u64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(1);
-    rng
+    // Each draw is one u64: two 32-bit words.
+    rng.set_word_pos(u128::from(n) * 2);
+    rng.next_u64()
 }
 
 /// How waiting inside a state ended.
@@ -358,12 +365,14 @@ impl Worker {
         while self.commands.recv().await.is_some() {
             self.report(ConnectivityState::Connecting, None).await;
             let timeout = self.config.min_connect_timeout.max(self.backoff.current());
-            let attempt = connect::connect(
+            // Boxed: the attempt is short-lived, and inline it would size the task's future for
+            // good, so every idle READY connection would carry its space.
+            let attempt = Box::pin(connect::connect(
                 self.connector.clone(),
                 self.addr.clone(),
                 self.keepalive.clone(),
                 timeout,
-            );
+            ));
             let outcome = match self.until_shutdown(attempt).await {
                 Wake::Shutdown => break,
                 Wake::Done(outcome) => outcome,
@@ -452,9 +461,18 @@ impl Worker {
             self.report(ConnectivityState::Ready, None).await;
         }
         let (reports_tx, mut reports) = mpsc::channel(1);
+        // The checker's future is boxed: inline, it would size every subchannel's task for
+        // good, health checks or not. Without a checker, `reports_tx` is kept as long as
+        // `checking`, so `reports` stays open and pending; with one, it closes when the checker
+        // ends.
+        let (health, reports_tx) = match checker {
+            Some(checker) => (Some(Box::pin(checker.run(reports_tx))), None),
+            None => (None, Some(reports_tx)),
+        };
         let checking = async move {
-            if let Some(checker) = checker {
-                checker.run(reports_tx).await;
+            let _reports_tx = reports_tx;
+            if let Some(health) = health {
+                health.await;
             }
             std::future::pending::<()>().await
         };
@@ -482,7 +500,8 @@ impl Worker {
         let (scheme, authority) = (source.scheme.clone(), source.authority.clone());
         let sender =
             self.conn.upgrade().and_then(|shared| shared.conn.load().as_deref().cloned())?;
-        let rng = ChaCha8Rng::seed_from_u64(self.health_rng.next_u64());
+        let rng = ChaCha8Rng::seed_from_u64(health_seed(self.rng_seed, self.health_checkers));
+        self.health_checkers += 1;
         Some(health::Checker {
             addr: self.addr.clone(),
             scheme,
@@ -560,6 +579,49 @@ mod tests {
             max: Duration::from_millis(1),
         };
         Arc::new(SubchannelConfig { backoff, ..Default::default() })
+    }
+
+    /// The seeds once came from a generator kept in the task; computing them by seeking must
+    /// give the same sequence, or seeded runs would change.
+    #[test]
+    fn health_seeds_are_the_draws_of_the_subchannels_own_stream_in_order() {
+        let mut stream = ChaCha8Rng::seed_from_u64(42);
+        stream.set_stream(1);
+        for n in 0..100 {
+            assert_eq!(health_seed(42, n), stream.next_u64(), "draw {n}");
+        }
+    }
+
+    /// Every subchannel's task lives as long as the subchannel, so its future's size is memory
+    /// each idle connection carries. Regression: with the health checker (and its 320-byte
+    /// generator) inline, it was 6,224 bytes whether or not health checks ran.
+    #[test]
+    fn a_subchannel_task_carries_no_space_for_health_checks_it_does_not_run() {
+        let (requests, commands) = mpsc::channel(1);
+        let (events, _reports) = mpsc::channel(1);
+        let config = refusing_config();
+        let subchannel = Subchannel::with_connect_hook(
+            SubchannelId(0),
+            Address::new("a:1"),
+            task_hook(requests),
+        );
+        let worker = Worker {
+            id: SubchannelId(0),
+            addr: "a:1".into(),
+            conn: Arc::downgrade(&subchannel.shared),
+            backoff: Backoff::new(config.backoff.clone(), ChaCha8Rng::seed_from_u64(1)),
+            keepalive: None,
+            config,
+            connector: Arc::new(Refusing),
+            commands,
+            events,
+            health: None,
+            rng_seed: 1,
+            health_checkers: 0,
+        };
+        let size = std::mem::size_of_val(&worker.run());
+        eprintln!("task future: {size} bytes");
+        assert!(size <= 3_500, "a subchannel's task future must stay small, got {size} bytes");
     }
 
     /// Regression: connect requests went into an unbounded queue, so a policy calling
