@@ -116,9 +116,15 @@ fn a_tiny_bench_measures_memory_per_connection_for_both_stacks() {
         );
         let per = entry["kib_per_connection"].as_f64();
         assert!(per.is_some_and(|k| k > 0.0), "{stack}: KiB per connection must be positive");
+        assert!(
+            entry["anon_kib_per_connection"].is_number(),
+            "{stack}: the anonymous part of the RSS per connection must be reported"
+        );
     }
+    let list = &memory["tonic_balance_list_same_uri"];
+    assert_eq!(list["endpoints"], 8, "balance_list must be given the URI 8 times");
     assert_eq!(
-        memory["tonic_balance_list_same_uri"]["server_connections"], 1,
+        list["server_connections"], 1,
         "tonic's balance_list must be shown collapsing one URI listed 8 times into 1 connection"
     );
 }

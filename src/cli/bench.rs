@@ -436,16 +436,22 @@ fn table(report: &Report) -> String {
         for stack in [&memory.anchorage, &memory.tonic] {
             lines.push(match (&stack.error, stack.kib_per_connection) {
                 (None, Some(kib)) => format!(
-                    "  {:<48} {kib:>7.1} KiB per connection (RSS {} -> {} KiB, server saw {})",
-                    stack.what, stack.before_kib, stack.after_kib, stack.server_connections
+                    "  {:<48} {kib:>6.1} KiB per connection, {:.1} KiB anonymous (RSS {} -> {} \
+                     KiB, server saw {})",
+                    stack.what,
+                    stack.anon_kib_per_connection.unwrap_or_default(),
+                    stack.before_kib,
+                    stack.after_kib,
+                    stack.server_connections
                 ),
                 (error, _) => format!("  ! {}", error.as_deref().unwrap_or("no measurement")),
             });
         }
         let list = &memory.tonic_balance_list_same_uri;
         lines.push(format!(
-            "  tonic balance_list, the same URI {} times: the server saw {} connection(s)",
-            list.endpoints, list.server_connections
+            "  tonic balance_list, the same URI {} times: {} connection(s) open at the server \
+             ({} accepted: each listing replaces the last)",
+            list.endpoints, list.server_connections, list.server_connections_accepted
         ));
     }
     lines.join("\n")

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::bench_client::{self, Client};
-use super::bench_server::accepted;
+use super::bench_server::{accepted, counts};
 
 /// How long the connections stay idle before the second reading.
 const IDLE: Duration = Duration::from_secs(1);
@@ -48,6 +48,9 @@ pub(crate) struct StackMemory {
     pub(crate) server_connections: u64,
     /// (after - before) / requested connections; absent when the measurement failed.
     pub(crate) kib_per_connection: Option<f64>,
+    /// The same for `RssAnon`, the anonymous part of the RSS: without the code pages of the
+    /// binary that the first connection brings in, which weigh heavily at few connections.
+    pub(crate) anon_kib_per_connection: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
 }
@@ -62,9 +65,13 @@ pub(crate) struct MemoryReport {
 }
 
 /// What tonic's `balance_list` does with one URI listed many times.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(crate) struct ListCollapse {
     pub(crate) endpoints: u64,
+    /// Connections the server accepted: each listing of the URI replaces the previous one, and
+    /// a replaced connection attempt may already have reached the server.
+    pub(crate) server_connections_accepted: u64,
+    /// Connections still open once RPCs have gone through: what the channel kept.
     pub(crate) server_connections: u64,
 }
 
@@ -103,7 +110,7 @@ pub(crate) fn run_child(args: MemoryArgs) -> ExitCode {
 }
 
 async fn measure_here(args: &MemoryArgs) -> Result<StackMemory, String> {
-    let before_kib = rss_kib()?;
+    let (before_kib, before_anon_kib) = rss_kib()?;
     let base = accepted(args.counter_port).await?;
     let n = usize::try_from(args.connections).map_err(|e| e.to_string())?;
     let limit = Duration::from_secs(10) + Duration::from_millis(20) * u32::try_from(n).unwrap_or(0);
@@ -120,29 +127,36 @@ async fn measure_here(args: &MemoryArgs) -> Result<StackMemory, String> {
     bench_client::warm_up(&mut client, args.counter_port, base, args.connections, ready, limit)
         .await?;
     tokio::time::sleep(IDLE).await;
-    let after_kib = rss_kib()?;
+    let (after_kib, after_anon_kib) = rss_kib()?;
     let server_connections = accepted(args.counter_port).await?.saturating_sub(base);
     drop(client);
-    let grown = after_kib as f64 - before_kib as f64;
+    let per_connection =
+        |before: u64, after: u64| Some((after as f64 - before as f64) / args.connections as f64);
     Ok(StackMemory {
         what,
         before_kib,
         after_kib,
         server_connections,
-        kib_per_connection: Some(grown / args.connections as f64),
+        kib_per_connection: per_connection(before_kib, after_kib),
+        anon_kib_per_connection: per_connection(before_anon_kib, after_anon_kib),
         error: None,
     })
 }
 
-/// This process's resident set size in KiB, from `/proc/self/status`.
-fn rss_kib() -> Result<u64, String> {
+/// This process's resident set size (`VmRSS`) and its anonymous part (`RssAnon`: heap and
+/// stacks, without the binary's code that running a connection pages in), in KiB, from
+/// `/proc/self/status`.
+fn rss_kib() -> Result<(u64, u64), String> {
     let status = std::fs::read_to_string("/proc/self/status")
         .map_err(|e| format!("memory: cannot read /proc/self/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "memory: /proc/self/status has no VmRSS line".to_owned())
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("memory: /proc/self/status has no {name} line"))
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// The parent: runs one child per stack, one after the other, then shows tonic's
@@ -156,14 +170,9 @@ pub(crate) fn measure(
     let child = |stack: Stack| measure_in_child(stack, port, counter_port, connections);
     let anchorage = child(Stack::Anchorage);
     let tonic = child(Stack::Tonic);
-    let server_connections =
-        runtime.block_on(list_same_uri(port, counter_port, connections)).unwrap_or_default();
-    MemoryReport {
-        connections,
-        anchorage,
-        tonic,
-        tonic_balance_list_same_uri: ListCollapse { endpoints: connections, server_connections },
-    }
+    let list = runtime.block_on(list_same_uri(port, counter_port, connections));
+    let list = list.unwrap_or(ListCollapse { endpoints: connections, ..ListCollapse::default() });
+    MemoryReport { connections, anchorage, tonic, tonic_balance_list_same_uri: list }
 }
 
 fn measure_in_child(stack: Stack, port: u16, counter_port: u16, connections: u64) -> StackMemory {
@@ -194,14 +203,28 @@ fn measure_in_child(stack: Stack, port: u16, counter_port: u16, connections: u64
         .unwrap_or_else(|e| failed(format!("memory ({stack_name}): unreadable result: {e}")))
 }
 
-/// Connections the server sees from `balance_list` given the same URI `times` times, after
-/// `times` RPCs and a short pause.
-async fn list_same_uri(port: u16, counter_port: u16, times: u64) -> Result<u64, String> {
-    let base = accepted(counter_port).await?;
+/// Connections the server accepts, and keeps open, for `balance_list` given the same URI
+/// `times` times, after `times` RPCs and a short pause.
+async fn list_same_uri(port: u16, counter_port: u16, times: u64) -> Result<ListCollapse, String> {
+    // Let the server close what the children left open (bounded: 5 s).
+    let mut before = counts(counter_port).await?;
+    for _ in 0..50 {
+        if before.1 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        before = counts(counter_port).await?;
+    }
+    let (accepted_before, open_before) = before;
     let mut client: Client = bench_client::tonic_list_same_uri(port, times as usize)?;
     for _ in 0..times {
         let _ = tokio::time::timeout(Duration::from_secs(5), client.echo()).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(accepted(counter_port).await?.saturating_sub(base))
+    let (accepted, open) = counts(counter_port).await?;
+    Ok(ListCollapse {
+        endpoints: times,
+        server_connections_accepted: accepted.saturating_sub(accepted_before),
+        server_connections: open.saturating_sub(open_before),
+    })
 }

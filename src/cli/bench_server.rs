@@ -4,9 +4,9 @@
 //!
 //! Protocol: the server binds two loopback listeners on free ports, the Echo service and a
 //! counter, and prints `<echo port> <counter port>` as its first stdout line. Each connection to
-//! the counter port receives one line, the number of Echo connections accepted so far, and is
-//! closed; a reader takes the difference of two readings to count the connections made between
-//! them. The server exits when its stdin closes, so it never outlives the bench that started it.
+//! the counter port receives one line, `<accepted> <open>`: the Echo connections accepted so
+//! far and those still open, and is closed; a reader takes the difference of two readings to
+//! count the connections made between them. The server exits when its stdin closes, so it never outlives the bench that started it.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,10 +17,14 @@ use std::time::Duration;
 
 use anchorage::pb::echo_server::{Echo, EchoServer};
 use anchorage::pb::{EchoRequest, EchoResponse, StatsRequest, StatsResponse};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 
 use super::common::print_line;
 
@@ -82,22 +86,22 @@ async fn serve() -> Result<(), String> {
     let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string());
     print_line(&format!("{} {}", port(&echo)?, port(&counter)?))?;
 
-    let accepted = Arc::new(AtomicU64::new(0));
-    let count = accepted.clone();
+    let counts = Arc::new(Counts::default());
+    let counted = counts.clone();
     let incoming = TcpListenerStream::new(echo).filter_map(move |stream| {
         // A failed accept (out of descriptors, say) is skipped, not fatal: the bench sees the
         // missing connection in the count.
         let stream = stream.ok()?;
-        count.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
-        Some(Ok::<_, std::io::Error>(stream))
+        Some(Ok::<_, std::io::Error>(CountedStream::new(stream, counted.clone())))
     });
     let server = tonic::transport::Server::builder()
         .add_service(EchoServer::new(PlainEcho))
         .serve_with_incoming(incoming);
     let counting = async move {
         while let Ok((mut stream, _)) = counter.accept().await {
-            let line = format!("{}\n", accepted.load(Ordering::Relaxed));
+            let accepted = counts.accepted.load(Ordering::Relaxed);
+            let line = format!("{accepted} {}\n", counts.open.load(Ordering::Relaxed));
             let _ = stream.write_all(line.as_bytes()).await;
         }
     };
@@ -183,6 +187,15 @@ impl Drop for ServerProcess {
 /// # Errors
 /// A message starting with `server counter:` when it cannot be reached or read in 10 s.
 pub(crate) async fn accepted(counter_port: u16) -> Result<u64, String> {
+    counts(counter_port).await.map(|(accepted, _)| accepted)
+}
+
+/// Reads how many Echo connections the server on `counter_port` has accepted so far, and how
+/// many of them are still open.
+///
+/// # Errors
+/// A message starting with `server counter:` when it cannot be reached or read in 10 s.
+pub(crate) async fn counts(counter_port: u16) -> Result<(u64, u64), String> {
     let read = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, counter_port)).await?;
         let mut text = String::new();
@@ -193,5 +206,85 @@ pub(crate) async fn accepted(counter_port: u16) -> Result<u64, String> {
         .await
         .map_err(|_| "server counter: no answer within 10 s".to_owned())?
         .map_err(|e| format!("server counter: {e}"))?;
-    text.trim().parse().map_err(|_| format!("server counter: not a count: {:?}", text.trim()))
+    let numbers: Vec<u64> = text.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match numbers[..] {
+        [accepted, open] => Ok((accepted, open)),
+        _ => Err(format!("server counter: not two counts: {:?}", text.trim())),
+    }
+}
+
+/// The server's connection counts.
+#[derive(Debug, Default)]
+struct Counts {
+    accepted: AtomicU64,
+    open: AtomicU64,
+}
+
+/// An accepted connection that counts itself open until the server drops it.
+#[derive(Debug)]
+struct CountedStream {
+    stream: TcpStream,
+    counts: Arc<Counts>,
+}
+
+impl CountedStream {
+    fn new(stream: TcpStream, counts: Arc<Counts>) -> Self {
+        counts.accepted.fetch_add(1, Ordering::Relaxed);
+        counts.open.fetch_add(1, Ordering::Relaxed);
+        Self { stream, counts }
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        self.counts.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connected for CountedStream {
+    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
