@@ -6,6 +6,11 @@ use clap::{Parser, Subcommand};
 
 mod audit;
 mod audit_serve;
+mod bench;
+mod bench_client;
+mod bench_memory;
+mod bench_server;
+mod bench_stats;
 mod common;
 mod health;
 mod mutants;
@@ -43,6 +48,14 @@ enum Command {
     Register(register::Args),
     /// Read or change the health status a running instrumented server reports.
     Health(health::Args),
+    /// Measure anchorage against tonic on loopback: QPS, latency, connections, memory.
+    Bench(bench::Args),
+    /// The plain tonic Echo server `bench` starts in a separate process.
+    #[command(hide = true)]
+    BenchServer(bench_server::ServerArgs),
+    /// One memory measurement of `bench`, in a process of its own.
+    #[command(hide = true)]
+    BenchMemory(bench_memory::MemoryArgs),
 }
 
 impl Cli {
@@ -58,6 +71,9 @@ impl Cli {
             Command::Serve(args) => serve::run(args),
             Command::Register(args) => register::run(args),
             Command::Health(args) => health::run(args),
+            Command::Bench(args) => bench::run(args),
+            Command::BenchServer(args) => bench_server::run_server(args),
+            Command::BenchMemory(args) => bench_memory::run_child(args),
         }
     }
 }
