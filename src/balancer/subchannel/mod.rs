@@ -351,6 +351,14 @@ fn health_seed(seed: u64, n: u64) -> u64 {
     rng.next_u64()
 }
 
+/// The next report from a running health checker; pending for ever when none runs.
+async fn next_report<T>(reports: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match reports {
+        Some(reports) => reports.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How waiting inside a state ended.
 enum Wake<T> {
     /// Every handle is gone: shut down.
@@ -460,19 +468,20 @@ impl Worker {
         if checker.is_none() {
             self.report(ConnectivityState::Ready, None).await;
         }
-        let (reports_tx, mut reports) = mpsc::channel(1);
-        // The checker's future is boxed: inline, it would size every subchannel's task for
-        // good, health checks or not. Without a checker, `reports_tx` is kept as long as
-        // `checking`, so `reports` stays open and pending; with one, it closes when the checker
-        // ends.
-        let (health, reports_tx) = match checker {
-            Some(checker) => (Some(Box::pin(checker.run(reports_tx))), None),
-            None => (None, Some(reports_tx)),
+        // The checker's future and its report queue exist only while a checker runs: inline
+        // or always allocated, they would cost every idle connection about 4 KB whether or not
+        // health checks ran. Without a checker, the reports branch stays pending, as an open
+        // empty queue would.
+        let (mut reports, checking) = match checker {
+            Some(checker) => {
+                let (reports_tx, reports) = mpsc::channel(1);
+                (Some(reports), Some(Box::pin(checker.run(reports_tx))))
+            }
+            None => (None, None),
         };
         let checking = async move {
-            let _reports_tx = reports_tx;
-            if let Some(health) = health {
-                health.await;
+            if let Some(checking) = checking {
+                checking.await;
             }
             std::future::pending::<()>().await
         };
@@ -486,7 +495,7 @@ impl Worker {
                     }
                 }
                 output = &mut driver => return Wake::Done(output),
-                Some((state, error)) = reports.recv() => self.report(state, error).await,
+                Some((state, error)) = next_report(&mut reports) => self.report(state, error).await,
                 () = &mut checking => {}
             }
         }
