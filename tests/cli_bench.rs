@@ -69,6 +69,8 @@ fn a_tiny_bench_reports_every_variant_against_its_baseline_with_the_connections_
     assert_eq!(loadavg.len(), 2, "loadavg must hold the start and the end");
     assert!(loadavg.iter().all(Value::is_number), "each load average must be a number");
     assert_eq!(report["server"], "separate process", "the output must say where the server runs");
+    let allocator = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system" };
+    assert_eq!(report["allocator"], allocator, "the output must name the allocator it ran with");
     assert_eq!(report["callers"], serde_json::json!([2]), "callers must echo --callers");
     let variants = report["variants"].as_array().expect("variants must be a list");
     assert_eq!(variants.len(), EXPECTED.len(), "one entry per variant per caller count");

@@ -206,6 +206,7 @@ fn plot_dir_writes_one_svg_per_scenario_named_by_its_first_seed() {
 /// binary's mimalloc allocator took that back. mimalloc prints its statistics at exit when
 /// `MIMALLOC_SHOW_STATS` is set; glibc's allocator ignores the variable.
 #[test]
+#[cfg(feature = "mimalloc")]
 fn the_simulator_allocates_with_mimalloc() {
     let output = Command::new(BIN)
         .args(["sim", "sims/zero_addresses.toml", "--seed", "0"])

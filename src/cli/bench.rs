@@ -186,6 +186,9 @@ struct VariantReport {
 struct Report {
     loadavg: [Option<f64>; 2],
     server: &'static str,
+    /// The allocator of this process and its children: `mimalloc` (feature `mimalloc`, the
+    /// default) or `system`. It shapes the memory figures.
+    allocator: &'static str,
     callers: Vec<usize>,
     duration_s: f64,
     rounds: u64,
@@ -218,6 +221,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let report = Report {
         loadavg: [load_start, load_average()],
         server: "separate process",
+        allocator: ALLOCATOR,
         callers: args.callers.0.clone(),
         duration_s: args.duration.as_secs_f64(),
         rounds: args.rounds,
@@ -376,6 +380,9 @@ fn load_average() -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// The allocator this binary was built with.
+const ALLOCATOR: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system" };
+
 /// The human-readable report.
 fn table(report: &Report) -> String {
     let load = |l: Option<f64>| l.map_or_else(|| "unknown".to_owned(), |l| format!("{l:.2}"));
@@ -383,6 +390,7 @@ fn table(report: &Report) -> String {
         "server: plain tonic Echo server, a separate process on this machine (multi-thread \
          runtime), loopback"
             .to_owned(),
+        format!("allocator: {} (client, server and memory children)", report.allocator),
         format!(
             "{} round(s) x {:.3}s per variant, interleaved; load average (1 min) at start {}, at end {}",
             report.rounds,
