@@ -26,12 +26,18 @@ impl Throttles {
         if current.is_some() {
             return current;
         }
-        // RPCs racing past a policy change agree on one fresh bucket.
-        self.0.rcu(|current| match current {
-            Some(bucket) if bucket.policy == *policy => Some(bucket.clone()),
-            _ => Some(Arc::new(Throttle::new(*policy))),
+        // The bucket the swap stored, or the matching one it found: `rcu` may run the closure
+        // again if another RPC swapped in between, and the last run is the one that counts.
+        let mut chosen = None;
+        self.0.rcu(|current| {
+            let bucket = match current {
+                Some(bucket) if bucket.policy == *policy => bucket.clone(),
+                _ => Arc::new(Throttle::new(*policy)),
+            };
+            chosen = Some(bucket.clone());
+            Some(bucket)
         });
-        self.0.load_full()
+        chosen
     }
 }
 
@@ -121,6 +127,26 @@ mod tests {
             }
         });
         assert_eq!(throttle.tokens.load(Ordering::Relaxed), 900_000, "600 + 2 × 150 tokens");
+    }
+
+    /// Regression: the bucket was read again after the swap, so an RPC racing a policy change
+    /// could be handed the other policy's bucket.
+    #[test]
+    fn racing_policies_each_get_a_bucket_of_their_own_policy() {
+        let throttles = Throttles::default();
+        let a = policy(r#"{"retryThrottling":{"maxTokens":2,"tokenRatio":1}}"#);
+        let b = policy(r#"{"retryThrottling":{"maxTokens":4,"tokenRatio":1}}"#);
+        std::thread::scope(|scope| {
+            for mine in [a, b] {
+                let throttles = &throttles;
+                scope.spawn(move || {
+                    for _ in 0..20_000 {
+                        let bucket = throttles.bucket(Some(&mine)).expect("a bucket");
+                        assert_eq!(bucket.policy, mine, "an RPC must get its own policy's bucket");
+                    }
+                });
+            }
+        });
     }
 
     #[test]

@@ -456,11 +456,16 @@ fn table(report: &Report) -> String {
             });
         }
         let list = &memory.tonic_balance_list_same_uri;
-        lines.push(format!(
-            "  tonic balance_list, the same URI {} times: {} connection(s) open at the server \
-             ({} accepted: each listing replaces the last)",
-            list.endpoints, list.server_connections, list.server_connections_accepted
-        ));
+        lines.push(match &list.error {
+            None => format!(
+                "  tonic balance_list, the same URI {} times: {} connection(s) open at the server \
+                 ({} accepted: each listing replaces the last)",
+                list.endpoints, list.server_connections, list.server_connections_accepted
+            ),
+            Some(error) => {
+                format!("  ! tonic balance_list, the same URI {} times: {error}", list.endpoints)
+            }
+        });
     }
     lines.join("\n")
 }

@@ -73,12 +73,17 @@ pub(crate) struct ListCollapse {
     pub(crate) server_connections_accepted: u64,
     /// Connections still open once RPCs have gone through: what the channel kept.
     pub(crate) server_connections: u64,
+    /// Why the measurement failed, if it did (the counts are then 0 and mean nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 impl MemoryReport {
     /// Whether any part of the measurement failed.
     pub(crate) fn failed(&self) -> bool {
-        self.anchorage.error.is_some() || self.tonic.error.is_some()
+        self.anchorage.error.is_some()
+            || self.tonic.error.is_some()
+            || self.tonic_balance_list_same_uri.error.is_some()
     }
 }
 
@@ -171,7 +176,11 @@ pub(crate) fn measure(
     let anchorage = child(Stack::Anchorage);
     let tonic = child(Stack::Tonic);
     let list = runtime.block_on(list_same_uri(port, counter_port, connections));
-    let list = list.unwrap_or(ListCollapse { endpoints: connections, ..ListCollapse::default() });
+    let list = list.unwrap_or_else(|error| ListCollapse {
+        endpoints: connections,
+        error: Some(error),
+        ..ListCollapse::default()
+    });
     MemoryReport { connections, anchorage, tonic, tonic_balance_list_same_uri: list }
 }
 
@@ -226,5 +235,6 @@ async fn list_same_uri(port: u16, counter_port: u16, times: u64) -> Result<ListC
         endpoints: times,
         server_connections_accepted: accepted.saturating_sub(accepted_before),
         server_connections: open.saturating_sub(open_before),
+        error: None,
     })
 }
