@@ -7,7 +7,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anchorage::channel::Channel;
 use anchorage::pb::EchoRequest;
 use anchorage::pb::echo_client::EchoClient;
 
@@ -46,7 +45,6 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const RPCS: u64 = 2_000;
-const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 
 /// Allocations and bytes per RPC over `RPCS` RPCs, after as many to warm up.
 async fn per_rpc<T>(mut client: EchoClient<T>) -> (f64, f64)
@@ -74,18 +72,9 @@ fn main() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let server = inproc::InProcess::start();
-        let tonic = tonic::transport::Endpoint::from_static("http://inproc:1")
-            .connect_with_connector(server.tonic_connector())
-            .await
-            .expect("tonic channel");
-        let pick_first =
-            Channel::builder("pass:///inproc:1").connector(server.clone()).build().expect("pf");
-        let round_robin = Channel::builder("pass:///inproc:1#4")
-            .connector(server.clone())
-            .default_service_config(ROUND_ROBIN)
-            .expect("round_robin config")
-            .build()
-            .expect("rr");
+        let tonic = inproc::tonic(&server).await;
+        let pick_first = inproc::anchorage(&server, 1, false);
+        let round_robin = inproc::anchorage(&server, 4, true);
         println!("allocations per unary RPC, client and in-process server ({RPCS} RPCs)");
         for (name, (allocations, bytes)) in [
             ("tonic-1", per_rpc(EchoClient::new(tonic)).await),

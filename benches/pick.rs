@@ -22,7 +22,6 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 #[path = "support/inproc.rs"]
 mod inproc;
 
-const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
 const METHOD: &str = "/anchorage.echo.v1.Echo/Echo";
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -38,12 +37,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn ready_round_robin(rt: &tokio::runtime::Runtime, n: usize) -> Channel {
     rt.block_on(async {
         let server = inproc::InProcess::start();
-        let channel = Channel::builder(format!("pass:///inproc:1#{n}"))
-            .connector(server)
-            .default_service_config(ROUND_ROBIN)
-            .expect("round_robin config")
-            .build()
-            .expect("channel");
+        let channel = inproc::anchorage(&server, n, true);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let picked: BTreeSet<_> =
@@ -102,13 +96,9 @@ fn rpc(c: &mut Criterion) {
     let mut group = c.benchmark_group("rpc");
     let (tonic, pick_first, round_robin) = rt.block_on(async {
         let server = inproc::InProcess::start();
-        let tonic = tonic::transport::Endpoint::from_static("http://inproc:1")
-            .connect_with_connector(server.tonic_connector())
-            .await
-            .expect("tonic channel");
-        let pick_first =
-            Channel::builder("pass:///inproc:1").connector(server.clone()).build().expect("pf");
-        let round_robin = ready_round_robin_on(server, 4);
+        let tonic = inproc::tonic(&server).await;
+        let pick_first = inproc::anchorage(&server, 1, false);
+        let round_robin = inproc::anchorage(&server, 4, true);
         (EchoClient::new(tonic), EchoClient::new(pick_first), EchoClient::new(round_robin))
     });
     group.bench_function("tonic-1", |b| b.iter_custom(|iters| unary(&rt, &tonic, iters)));
@@ -119,15 +109,6 @@ fn rpc(c: &mut Criterion) {
         b.iter_custom(|iters| unary(&rt, &round_robin, iters))
     });
     group.finish();
-}
-
-fn ready_round_robin_on(server: inproc::InProcess, n: usize) -> Channel {
-    Channel::builder(format!("pass:///inproc:1#{n}"))
-        .connector(server)
-        .default_service_config(ROUND_ROBIN)
-        .expect("round_robin config")
-        .build()
-        .expect("channel")
 }
 
 /// `iters` unary RPCs one after another.

@@ -18,6 +18,29 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Bytes buffered in each direction of an in-process connection.
 const PIPE_BYTES: usize = 256 * 1024;
 
+/// The service config that selects round_robin.
+pub const ROUND_ROBIN: &str = r#"{"loadBalancingConfig":[{"round_robin":{}}]}"#;
+
+/// An anchorage channel over `n` connections to `server`: round_robin, or the default
+/// pick_first.
+pub fn anchorage(server: &InProcess, n: usize, round_robin: bool) -> anchorage::channel::Channel {
+    let target =
+        if n == 1 { "pass:///inproc:1".to_owned() } else { format!("pass:///inproc:1#{n}") };
+    let mut builder = anchorage::channel::Channel::builder(target).connector(server.clone());
+    if round_robin {
+        builder = builder.default_service_config(ROUND_ROBIN).expect("the round_robin config");
+    }
+    builder.build().expect("an in-process channel")
+}
+
+/// A tonic `Channel` over one connection to `server`.
+pub async fn tonic(server: &InProcess) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://inproc:1")
+        .connect_with_connector(server.tonic_connector())
+        .await
+        .expect("a tonic channel")
+}
+
 /// An Echo server reached through in-memory pipes; every connect makes a new connection.
 #[derive(Debug, Clone)]
 pub struct InProcess {

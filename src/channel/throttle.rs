@@ -99,31 +99,29 @@ mod tests {
         assert!(throttle.failure(), "6 successes × 0.5 refill to 3 (the cap), then 2 > 1.5");
     }
 
+    /// Runs `work` on two threads at once.
+    fn on_two_threads(work: impl Fn() + Sync) {
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(&work);
+            }
+        });
+    }
+
     /// The tokens are updated without a lock: concurrent updates must all count.
     #[test]
     fn concurrent_failures_and_successes_all_count() {
-        let throttle = Arc::new(Throttle::new(policy(
-            r#"{"retryThrottling":{"maxTokens":1000,"tokenRatio":1}}"#,
-        )));
-        std::thread::scope(|scope| {
-            for _ in 0..2 {
-                let throttle = throttle.clone();
-                scope.spawn(move || {
-                    for _ in 0..200 {
-                        throttle.failure();
-                    }
-                });
+        let throttle =
+            Throttle::new(policy(r#"{"retryThrottling":{"maxTokens":1000,"tokenRatio":1}}"#));
+        on_two_threads(|| {
+            for _ in 0..200 {
+                throttle.failure();
             }
         });
         assert_eq!(throttle.tokens.load(Ordering::Relaxed), 600_000, "1000 - 2 × 200 tokens");
-        std::thread::scope(|scope| {
-            for _ in 0..2 {
-                let throttle = throttle.clone();
-                scope.spawn(move || {
-                    for _ in 0..150 {
-                        throttle.success();
-                    }
-                });
+        on_two_threads(|| {
+            for _ in 0..150 {
+                throttle.success();
             }
         });
         assert_eq!(throttle.tokens.load(Ordering::Relaxed), 900_000, "600 + 2 × 150 tokens");
