@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Reconnect backoff (gRPC's connection-backoff doc).
@@ -52,12 +52,39 @@ fn scale(duration: Duration, factor: f64) -> Duration {
 pub(crate) struct Backoff {
     config: BackoffConfig,
     current: Duration,
-    rng: ChaCha8Rng,
+    jitter: JitterStream,
+}
+
+/// Where the jitter's generator stands: its seed, stream and word position, from which each draw
+/// rebuilds it. Every subchannel's task keeps a backoff for as long as it lives; a ChaCha
+/// generator kept inline is about 320 bytes (most of it a block of output buffered ahead), while
+/// rebuilding costs one block per draw, paid only after a failure.
+#[derive(Debug)]
+struct JitterStream {
+    seed: [u8; 32],
+    stream: u64,
+    word_pos: u128,
+}
+
+impl JitterStream {
+    fn of(rng: &ChaCha8Rng) -> Self {
+        Self { seed: rng.get_seed(), stream: rng.get_stream(), word_pos: rng.get_word_pos() }
+    }
+
+    /// A draw from `-jitter..=jitter`, exactly as the generator would give it next.
+    fn draw(&mut self, jitter: f64) -> f64 {
+        let mut rng = ChaCha8Rng::from_seed(self.seed);
+        rng.set_stream(self.stream);
+        rng.set_word_pos(self.word_pos);
+        let value = rng.random_range(-jitter..=jitter);
+        self.word_pos = rng.get_word_pos();
+        value
+    }
 }
 
 impl Backoff {
     pub(crate) fn new(config: BackoffConfig, rng: ChaCha8Rng) -> Self {
-        Self { current: config.initial, config, rng }
+        Self { current: config.initial, config, jitter: JitterStream::of(&rng) }
     }
 
     pub(crate) fn current(&self) -> Duration {
@@ -73,19 +100,14 @@ impl Backoff {
         let base = self.current;
         self.current = scale(base, self.config.multiplier).min(self.config.max);
         let jitter = self.config.jitter;
-        let factor = if jitter.is_finite() && jitter > 0.0 {
-            1.0 + self.rng.random_range(-jitter..=jitter)
-        } else {
-            1.0
-        };
+        let factor =
+            if jitter.is_finite() && jitter > 0.0 { 1.0 + self.jitter.draw(jitter) } else { 1.0 };
         scale(base, factor)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
-
     use super::*;
 
     #[test]
@@ -119,6 +141,34 @@ mod tests {
                 "{delay:?} vs {base:?}"
             );
             base = base.mul_f64(1.6).min(Duration::from_secs(120));
+        }
+    }
+
+    /// Every subchannel's task keeps a `Backoff` for as long as it lives, so its size is paid
+    /// once per connection: a generator kept inline cost about 320 bytes of it.
+    #[test]
+    fn a_backoff_is_small_enough_to_keep_in_every_subchannel() {
+        let size = std::mem::size_of::<Backoff>();
+        assert!(size <= 128, "a Backoff takes {size} bytes; it must stay within 128");
+    }
+
+    /// Storing the generator's position instead of the generator must not change a single
+    /// draw: seeded runs would change. The reference draws from a live generator in order,
+    /// on a stream other than 0 and from a position other than the start.
+    #[test]
+    fn jitter_is_the_generators_draws_in_order_from_where_it_stood() {
+        let config = BackoffConfig { jitter: 0.5, ..BackoffConfig::default() };
+        for seed in 0..20 {
+            let mut live = ChaCha8Rng::seed_from_u64(seed);
+            live.set_stream(seed % 3);
+            live.set_word_pos(u128::from(seed) * 7);
+            let mut backoff = Backoff::new(config.clone(), live.clone());
+            let mut base = config.initial;
+            for draw in 0..30 {
+                let expected = scale(base, 1.0 + live.random_range(-0.5..=0.5));
+                assert_eq!(backoff.next_delay(), expected, "seed {seed}, draw {draw}");
+                base = scale(base, config.multiplier).min(config.max);
+            }
         }
     }
 
