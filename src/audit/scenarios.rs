@@ -52,6 +52,7 @@ pub fn check(subject: &Subject, scenarios: &[Scenario], seeds: Range<u64>) -> Ve
         resolver: Some(subject.builder.clone()),
         subject: Some(subject.name.clone()),
         mutant: None,
+        client: crate::sim::ClientKind::Anchorage,
     };
     SIM_PROPERTIES
         .iter()

@@ -65,8 +65,9 @@ pub(crate) struct Args {
     /// Simulations run in parallel. Default: the number of CPUs.
     #[arg(long)]
     jobs: Option<usize>,
-    /// Run the scenarios with this shipped audit subject's resolver (see `anchorage audit`)
-    /// in place of the built-in one for its scheme.
+    /// Run the scenarios with this shipped audit subject (see `anchorage audit`): a resolver
+    /// in place of the built-in one for its scheme, or a client in place of anchorage's
+    /// channel (`tonic-channel`, `tonic-pool`, `tonic-p2c`, `tonic-balance-list`).
     #[arg(long, value_name = "NAME")]
     subject: Option<String>,
     /// Run with this deliberate defect in the channel (see `anchorage mutants`): replays a
@@ -158,11 +159,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 let (resolver, subject) = (Some(subject.builder), Some(subject.name));
                 RunOptions { resolver, subject, ..RunOptions::default() }
             }
-            None => {
-                let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
-                eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));
-                return ExitCode::from(2);
-            }
+            None => match sim::ClientKind::from_name(name) {
+                Some(client) => {
+                    RunOptions { client, subject: Some(name.clone()), ..RunOptions::default() }
+                }
+                None => {
+                    let mut names: Vec<String> =
+                        subjects::shipped().into_iter().map(|s| s.name).collect();
+                    names.extend(sim::ClientKind::TONIC.iter().map(|k| k.name().to_owned()));
+                    eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));
+                    return ExitCode::from(2);
+                }
+            },
         },
     };
     options.mutant = args.mutant;

@@ -111,6 +111,17 @@ pub(crate) async fn run(
         resolvers.push(Arc::new(builder));
     }
     resolvers.extend(options.resolver);
+    if options.client.is_tonic() {
+        return super::tonic_client::run(
+            scenario,
+            channel_seed,
+            resolvers,
+            options.client,
+            trace,
+            log,
+        )
+        .await;
+    }
     let mutant = options.mutant;
     let channel = match build_channel(&scenario, channel_seed, resolvers, mutant, &trace, &log) {
         Ok(channel) => channel,
