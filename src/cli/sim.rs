@@ -155,22 +155,21 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mut options = match &args.subject {
         None => RunOptions::default(),
         Some(name) => match subjects::shipped().into_iter().find(|s| &s.name == name) {
-            Some(subject) => {
-                let (resolver, subject) = (Some(subject.builder), Some(subject.name));
-                RunOptions { resolver, subject, ..RunOptions::default() }
-            }
-            None => match sim::ClientKind::from_name(name) {
-                Some(client) => {
-                    RunOptions { client, subject: Some(name.clone()), ..RunOptions::default() }
+            // A client subject runs in place of the channel, with the scenario's own resolver.
+            Some(subject) => match subject.kind {
+                subjects::SubjectKind::Client(client) => {
+                    RunOptions { client, subject: Some(subject.name), ..RunOptions::default() }
                 }
-                None => {
-                    let mut names: Vec<String> =
-                        subjects::shipped().into_iter().map(|s| s.name).collect();
-                    names.extend(sim::ClientKind::TONIC.iter().map(|k| k.name().to_owned()));
-                    eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));
-                    return ExitCode::from(2);
+                _ => {
+                    let (resolver, subject) = (Some(subject.builder), Some(subject.name));
+                    RunOptions { resolver, subject, ..RunOptions::default() }
                 }
             },
+            None => {
+                let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
+                eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));
+                return ExitCode::from(2);
+            }
         },
     };
     options.mutant = args.mutant;
