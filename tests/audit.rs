@@ -222,7 +222,7 @@ fn tonic_p2c_keeps_losing_rpcs_to_an_endpoint_that_died() {
     let matrix = matrix();
     let detail = failure(row(&matrix, "tonic-p2c"), "endpoint-dies");
     assert!(
-        detail.contains("lost_per_fault (before any fault 0, crash a 7 (0 in flight)"),
+        detail.contains("lost_per_fault (before any fault 0, crash a 8 (0 in flight)"),
         "after each failed reconnect p2c picks the dead endpoint again (tonic #2839): {detail}"
     );
 }

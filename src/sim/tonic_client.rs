@@ -18,20 +18,24 @@
 //! `balance_channel` cannot run here: the per-endpoint connections it builds always dial real
 //! TCP (`Endpoint::http_connector`), and its balancer is tower's `Balance::new`, which draws
 //! from a per-process `RandomState`, so no run could be replayed. `tonic-p2c` is tower 0.5's
-//! public p2c `Balance`, built with `Balance::from_rng` and a seeded ChaCha generator, over one
-//! tonic `Channel` per endpoint (tonic's public per-endpoint service), behind a `Buffer` as
-//! `balance_channel` puts it. Each endpoint reports load 0, as tonic's internal per-endpoint
-//! service does, so p2c's choice is its first random index. Readiness follows tonic's internal
-//! service where the public one allows:
-//! - while a connection attempt is in flight the endpoint is not ready, so p2c picks another;
+//! public p2c `Balance`, built with `Balance::from_rng` and a seeded ChaCha generator, behind a
+//! `Buffer` as `balance_channel` puts it. tonic's per-endpoint service (its lazy `Reconnect`
+//! over one HTTP/2 connection) is crate-private, so each endpoint here follows its states over
+//! tonic's public API:
+//! - the first `poll_ready` starts a connection attempt (`Endpoint::connect_with_connector`)
+//!   and the endpoint is not ready until it ends, so p2c picks another;
 //! - after a failed attempt it is ready, and the next RPC picked for it fails with the
-//!   connection error (tonic's lazy `Reconnect`, the behaviour tonic issue #2839 reports);
-//! - two differences remain, because a `Channel` connects only when an RPC reaches it: a new
-//!   endpoint is ready before its first connection attempt (tonic's is not ready until it
-//!   connects), and the RPC that finds an endpoint's connection gone waits for that endpoint's
-//!   reconnect instead of being sent elsewhere.
+//!   connection error, after which the next `poll_ready` starts a new attempt (the behaviour
+//!   tonic issue #2839 reports as p2c picking dead endpoints);
+//! - a lost connection is noticed when p2c next polls the endpoint, which starts a new attempt.
 //!
-//! `tonic-balance-list` shares that balancer, and so those differences.
+//! Each endpoint reports load 0, as tonic's does, so p2c's choice is its first random index.
+//! What differs from `balance_channel`: each connection is its own tonic `Channel` (a `Buffer`
+//! and tonic's `Reconnect` over it) instead of tonic's bare per-endpoint service, and an
+//! endpoint counts its connection lost when hyper drops the connection's socket rather than
+//! when hyper's `SendRequest` reports it closed.
+//!
+//! `tonic-balance-list` shares that balancer.
 //!
 //! # Settings
 //! Applied to every `Endpoint`: the connect timeout, HTTP/2 keep-alive interval and timeout,
@@ -49,7 +53,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
@@ -59,7 +63,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tonic::body::Body;
-use tonic::transport::channel::{Change, ResponseFuture};
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
@@ -130,8 +134,8 @@ impl ClientKind {
             Self::TonicChannel => "tonic 0.14: one Channel to the first resolved address",
             Self::TonicP2c => {
                 "tonic 0.14 Channels per address and #N index under tower 0.5's p2c Balance with \
-                 a seeded RNG, fed Change::Insert/Remove (balance_channel itself dials real TCP \
-                 and is unseeded)"
+                 a seeded RNG and tonic's per-endpoint readiness, fed Change::Insert/Remove \
+                 (balance_channel itself dials real TCP and is unseeded)"
             }
             Self::TonicBalanceList => {
                 "tonic 0.14 Channels keyed by URI as balance_list keys them, under the same \
@@ -198,17 +202,17 @@ pub fn not_applied(scenario: &Scenario) -> Vec<&'static str> {
 }
 
 /// A `tower::Service<Uri>` that dials the turmoil network ([`TurmoilConnector`]) for tonic's
-/// `Endpoint::connect_with_connector*`, optionally telling a [`Gate`] while an attempt is in
-/// flight.
+/// `Endpoint::connect_with_connector*`, optionally counting the connections it opened that are
+/// still open.
 #[derive(Debug, Clone, Default)]
 struct TonicConnector {
-    gate: Option<Gate>,
+    open: Option<Arc<AtomicUsize>>,
 }
 
-type Dialing = Pin<Box<dyn Future<Output = io::Result<TokioIo<BoxedIo>>> + Send>>;
+type Dialing = Pin<Box<dyn Future<Output = io::Result<TokioIo<Counted>>> + Send>>;
 
 impl Service<Uri> for TonicConnector {
-    type Response = TokioIo<BoxedIo>;
+    type Response = TokioIo<Counted>;
     type Error = io::Error;
     type Future = Dialing;
 
@@ -224,89 +228,141 @@ impl Service<Uri> for TonicConnector {
             );
             return Box::pin(async move { Err(error) });
         };
-        let dialing = TurmoilConnector.connect(&format!("{host}:{}", uri.port_u16().unwrap_or(80)));
-        let attempt = self.gate.as_ref().map(Gate::enter);
+        let addr = format!("{host}:{}", uri.port_u16().unwrap_or(80));
+        let (dialing, open) = (TurmoilConnector.connect(&addr), self.open.clone());
         Box::pin(async move {
-            let io = dialing.await;
-            drop(attempt);
-            Ok(TokioIo::new(io?))
+            let io = dialing.await?;
+            if let Some(open) = &open {
+                open.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(TokioIo::new(Counted { io, open }))
         })
     }
 }
 
-/// Whether an endpoint has a connection attempt in flight, and who waits for it to end.
-#[derive(Debug, Clone, Default)]
-struct Gate(Arc<Mutex<GateState>>);
-
-#[derive(Debug, Default)]
-struct GateState {
-    connecting: usize,
-    waiting: Option<Waker>,
+/// A connection's byte stream that, when hyper drops it (the connection ended: closed by the
+/// peer, killed by keep-alive, or ended after a GOAWAY), takes itself off its count.
+struct Counted {
+    io: BoxedIo,
+    open: Option<Arc<AtomicUsize>>,
 }
 
-/// One attempt in flight; dropping it (done, failed, or cancelled by the connect timeout)
-/// ends it.
-struct Attempt(Gate);
-
-impl Gate {
-    fn enter(&self) -> Attempt {
-        lock(&self.0).connecting += 1;
-        Attempt(self.clone())
-    }
-
-    /// Whether an attempt is in flight; if so, `cx` is woken when it ends.
-    fn connecting(&self, cx: &Context<'_>) -> bool {
-        let mut state = lock(&self.0);
-        if state.connecting == 0 {
-            return false;
-        }
-        state.waiting = Some(cx.waker().clone());
-        true
-    }
-}
-
-impl Drop for Attempt {
+impl Drop for Counted {
     fn drop(&mut self) {
-        let waiting = {
-            let mut state = lock(&self.0.0);
-            state.connecting = state.connecting.saturating_sub(1);
-            state.waiting.take()
-        };
-        if let Some(waker) = waiting {
-            waker.wake();
+        if let Some(open) = &self.open {
+            open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
 
-/// One endpoint of the balancer: a tonic `Channel`, not ready while its connector has an
-/// attempt in flight, with tonic's constant load of 0.
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+type Connecting = Pin<
+    Box<dyn Future<Output = Result<(Channel, Arc<AtomicUsize>), tonic::transport::Error>> + Send>,
+>;
+type Responding = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+
+/// Where one endpoint of the balancer stands: tonic's per-endpoint `Reconnect` states.
+enum Link {
+    /// No connection and no attempt: the next `poll_ready` starts one.
+    Idle,
+    /// An attempt in flight: not ready.
+    Connecting(Connecting),
+    /// Connected, through a tonic `Channel` made by `Endpoint::connect_with_connector`, with
+    /// the count of its open connections.
+    Connected(Channel, Arc<AtomicUsize>),
+    /// The last attempt failed: ready, and the next call fails with this error.
+    Failed(tonic::transport::Error),
+}
+
+/// One endpoint of the balancer, with the readiness of tonic's internal per-endpoint service
+/// (its lazy `Reconnect`): not ready while connecting; ready after a failed attempt, the next
+/// call failing with its error; a lost connection noticed when p2c next polls it, which starts
+/// a new attempt. Each connection is a tonic `Channel` of its own; its load is 0, as tonic's.
 struct P2cEndpoint {
-    channel: Channel,
-    gate: Gate,
+    endpoint: Endpoint,
+    link: Link,
 }
 
 impl P2cEndpoint {
-    fn new(endpoint: &Endpoint) -> Self {
-        let gate = Gate::default();
-        let connector = TonicConnector { gate: Some(gate.clone()) };
-        Self { channel: endpoint.connect_with_connector_lazy(connector), gate }
+    fn new(endpoint: Endpoint) -> Self {
+        Self { endpoint, link: Link::Idle }
     }
 }
 
 impl Service<http::Request<Body>> for P2cEndpoint {
     type Response = http::Response<Body>;
-    type Error = tonic::transport::Error;
-    type Future = ResponseFuture;
+    type Error = BoxError;
+    type Future = Responding;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.gate.connecting(cx) {
-            return Poll::Pending;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            match &mut self.link {
+                Link::Idle => {
+                    let open = Arc::new(AtomicUsize::new(0));
+                    let connector = TonicConnector { open: Some(open.clone()) };
+                    let endpoint = self.endpoint.clone();
+                    self.link = Link::Connecting(Box::pin(async move {
+                        endpoint.connect_with_connector(connector).await.map(|c| (c, open))
+                    }));
+                }
+                Link::Connecting(attempt) => match attempt.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((channel, open))) => self.link = Link::Connected(channel, open),
+                    Poll::Ready(Err(error)) => {
+                        self.link = Link::Failed(error);
+                        return Poll::Ready(Ok(()));
+                    }
+                },
+                Link::Connected(_, open) if open.load(Ordering::Relaxed) == 0 => {
+                    self.link = Link::Idle;
+                }
+                Link::Connected(channel, _) => return channel.poll_ready(cx).map_err(Into::into),
+                Link::Failed(_) => return Poll::Ready(Ok(())),
+            }
         }
-        self.channel.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> ResponseFuture {
-        self.channel.call(request)
+    fn call(&mut self, request: http::Request<Body>) -> Responding {
+        match std::mem::replace(&mut self.link, Link::Idle) {
+            Link::Failed(error) => Box::pin(async move { Err(error.into()) }),
+            Link::Connected(mut channel, open) => {
+                let responding = channel.call(request);
+                self.link = Link::Connected(channel, open);
+                Box::pin(async move { responding.await.map_err(Into::into) })
+            }
+            other => {
+                self.link = other;
+                let error = "tonic endpoint: called before it was ready";
+                Box::pin(async move { Err(error.into()) })
+            }
+        }
     }
 }
 
@@ -332,7 +388,7 @@ impl tokio_stream::Stream for Discovered {
             return match self.changes.poll_recv(cx) {
                 Poll::Pending | Poll::Ready(None) => Poll::Pending,
                 Poll::Ready(Some(Change::Insert(key, endpoint))) => {
-                    Poll::Ready(Some(Ok(TowerChange::Insert(key, P2cEndpoint::new(&endpoint)))))
+                    Poll::Ready(Some(Ok(TowerChange::Insert(key, P2cEndpoint::new(endpoint)))))
                 }
                 Poll::Ready(Some(Change::Remove(key))) => {
                     Poll::Ready(Some(Ok(TowerChange::Remove(key))))
