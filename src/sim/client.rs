@@ -33,9 +33,9 @@ pub enum Outcome {
         server: String,
         /// The server's id for the connection that carried it (per boot).
         connection: u64,
-        /// The client's subchannel.
+        /// The client's subchannel (`u64::MAX` for a tonic client, which has none).
         subchannel: u64,
-        /// The subchannel's address.
+        /// The subchannel's address (empty for a tonic client).
         address: String,
     },
     /// It failed with a status.
