@@ -155,3 +155,74 @@ fn anchorage_etcd_resolver_passes_every_etcd_property() {
     let failed: Vec<_> = ours.results.iter().filter(|r| !r.pass).collect();
     assert!(failed.is_empty(), "anchorage's etcd resolver must pass everything: {failed:?}");
 }
+
+/// The client rows: anchorage's channel and tonic's own clients, each run unmodified on the
+/// simulated network with the scenario's own resolver.
+const TONIC: [&str; 4] = ["tonic-channel", "tonic-pool", "tonic-p2c", "tonic-balance-list"];
+
+#[test]
+fn anchorage_channel_passes_every_client_property() {
+    let matrix = matrix();
+    let ours = row(&matrix, "anchorage-channel");
+    assert!(!ours.results.is_empty(), "anchorage's channel must be a client row");
+    let not_passed: Vec<_> = ours.results.iter().filter(|r| !r.pass).collect();
+    assert!(
+        not_passed.is_empty(),
+        "anchorage's channel must pass every client cell: {not_passed:?}"
+    );
+}
+
+#[test]
+fn properties_of_anchorage_internals_read_not_applicable_for_tonic_clients_never_pass() {
+    let matrix = matrix();
+    for subject in TONIC {
+        let cell = row(&matrix, subject).result("pick-first-default").expect("a client cell");
+        assert!(
+            cell.not_applicable && !cell.pass && !cell.failed(),
+            "{subject}: pick_first default judges anchorage's policy, so it must read n/a: {cell:?}"
+        );
+    }
+    let shown = matrix.to_string();
+    assert!(shown.contains("| n/a"), "the matrix must print n/a cells:\n{shown}");
+    assert!(!matrix.all_pass(), "tonic's failing cells still count as failures");
+}
+
+#[test]
+fn tonic_balance_list_collapses_the_n_copies_of_an_address_into_one_connection() {
+    let matrix = matrix();
+    let detail = failure(row(&matrix, "tonic-balance-list"), "connections-per-n");
+    assert!(
+        detail.contains("connections (a=1 (want 2), b=1 (want 1))"),
+        "balance_list keys endpoints by URI, so a#2 must give one connection: {detail}"
+    );
+    assert!(
+        detail.ends_with(
+            "replay: cargo run --release -- sim sims/weighted_round_robin.toml --seed 0 --subject tonic-balance-list"
+        ),
+        "a failing client cell must carry its replay command: {detail}"
+    );
+    for subject in ["tonic-pool", "tonic-p2c"] {
+        let cell = row(&matrix, subject).result("connections-per-n").expect("a client cell");
+        assert!(cell.pass, "{subject} opens one channel per #N index: {cell:?}");
+    }
+}
+
+#[test]
+fn a_single_tonic_channel_does_not_fail_over_when_its_server_crashes() {
+    let matrix = matrix();
+    let detail = failure(row(&matrix, "tonic-channel"), "crash-restart");
+    assert!(
+        detail.contains("failover (crash a at 1.500s: 0 of 0 OK RPCs"),
+        "one Channel to the first address has nowhere to go while it is down: {detail}"
+    );
+}
+
+#[test]
+fn tonic_p2c_keeps_losing_rpcs_to_an_endpoint_that_died() {
+    let matrix = matrix();
+    let detail = failure(row(&matrix, "tonic-p2c"), "endpoint-dies");
+    assert!(
+        detail.contains("lost_per_fault (before any fault 0, crash a 8 (0 in flight)"),
+        "after each failed reconnect p2c picks the dead endpoint again (tonic #2839): {detail}"
+    );
+}

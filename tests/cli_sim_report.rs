@@ -220,3 +220,33 @@ fn the_simulator_allocates_with_mimalloc() {
         stderr(&output)
     );
 }
+
+/// Regression: once the tonic clients were audit subjects, `--subject tonic-balance-list`
+/// found the subject's placeholder resolver first and ran anchorage's channel, so the replay
+/// command printed for a failing tonic cell replayed a run that passed.
+#[test]
+fn the_replay_command_of_a_tonic_client_runs_that_tonic_client() {
+    let output = anchorage(&[
+        "sim",
+        "sims/weighted_round_robin.toml",
+        "--seed",
+        "0",
+        "--subject",
+        "tonic-balance-list",
+        "--trace",
+    ]);
+    let text = stdout(&output);
+    assert!(!output.status.success(), "balance_list must fail connections per #N:\n{text}");
+    assert!(
+        text.contains("connections        FAIL    a=1 (want 2), b=1 (want 1)"),
+        "balance_list keys endpoints by URI, so a#2 must give one connection:\n{text}"
+    );
+    assert!(
+        text.contains("p2c insert http://a:9080") && !text.contains(" created for "),
+        "the trace must be tonic's client, not anchorage's channel:\n{text}"
+    );
+    assert!(
+        text.contains("--subject tonic-balance-list"),
+        "the replay line must name the client:\n{text}"
+    );
+}

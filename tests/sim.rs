@@ -53,11 +53,13 @@ macro_rules! scenarios {
 }
 
 scenarios!(
+    all_down_then_back,
     all_down_wait_for_ready,
     crash_restart_weighted,
     deadline_covers_slow_body,
     dedup_distinct_attributes,
     dedup_equal_addresses,
+    endpoint_dies,
     etcd_compaction_during_watch_loss,
     etcd_discovery_at_start,
     etcd_expire_deregister_register,
@@ -76,6 +78,7 @@ scenarios!(
     pick_first_failover,
     pick_first_reorder_one_returns,
     pick_first_update_during_backoff,
+    resolver_reorder,
     resolver_updates,
     restart_storm,
     slow_server,

@@ -79,6 +79,7 @@ fn run_with_panicking_resolver(in_spawned_task: bool) -> sim::RunReport {
         resolver: Some(Arc::new(PanickingPass { in_spawned_task })),
         subject: Some("panicking".to_owned()),
         mutant: None,
+        ..RunOptions::default()
     };
     sim::run_with(&scenario, 3, &options)
 }

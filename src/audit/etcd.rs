@@ -121,7 +121,12 @@ fn shown(list: &[Address]) -> String {
 /// target authority names the etcd endpoint), with `cases` cases per property from `seed`.
 pub fn check(builder: &dyn ResolverBuilder, seed: u64, cases: u32) -> Vec<PropertyResult> {
     let failed = |property: &str, detail: String| {
-        vec![PropertyResult { property: property.into(), pass: false, detail }]
+        vec![PropertyResult {
+            property: property.into(),
+            pass: false,
+            not_applicable: false,
+            detail,
+        }]
     };
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {

@@ -61,6 +61,11 @@ impl Matrix {
             .map(|subject| {
                 let results = match subject.kind {
                     SubjectKind::Etcd => etcd::check(subject.builder.as_ref(), seed, cases),
+                    // Client subjects have only simulated properties.
+                    SubjectKind::Client(_) if loaded.is_empty() => Vec::new(),
+                    SubjectKind::Client(client) => {
+                        scenarios::check_client(client, loaded, sim_seeds.clone())
+                    }
                     _ => {
                         let mut results = syntax::check(subject.builder.as_ref(), seed, cases);
                         if !loaded.is_empty() {
@@ -79,9 +84,9 @@ impl Matrix {
         Self { seed, cases, rows }
     }
 
-    /// Whether every cell passed.
+    /// Whether no cell failed (a cell that does not apply is not a failure).
     pub fn all_pass(&self) -> bool {
-        self.rows.iter().all(|row| row.results.iter().all(|r| r.pass))
+        self.rows.iter().all(|row| row.results.iter().all(|r| !r.failed()))
     }
 }
 
@@ -92,7 +97,7 @@ impl fmt::Display for Matrix {
         }
         let width = self.rows.iter().map(|r| r.subject.len()).max().unwrap_or(0).max(7);
         let mut columns: Vec<&str> = Vec::new();
-        for row in &self.rows {
+        for row in self.rows.iter().filter(|r| !r.results.is_empty()) {
             // Subjects of another kind have other properties: a new header starts their block.
             let properties: Vec<&str> = row.results.iter().map(|r| r.property.as_str()).collect();
             if properties != columns {
@@ -108,7 +113,11 @@ impl fmt::Display for Matrix {
             }
             let mut line = format!("{:<width$}", row.subject);
             for result in &row.results {
-                let cell = if result.pass { "pass" } else { "FAIL" };
+                let cell = match (result.pass, result.not_applicable) {
+                    (true, _) => "pass",
+                    (false, true) => "n/a",
+                    (false, false) => "FAIL",
+                };
                 line.push_str(&format!(" | {cell:<w$}", w = result.property.len()));
             }
             writeln!(f, "{}", line.trim_end())?;

@@ -36,8 +36,18 @@ pub struct PropertyResult {
     pub property: String,
     /// Whether it held on every case.
     pub pass: bool,
+    /// Whether it does not apply to the subject (a property of anchorage's channel internals,
+    /// judged on a tonic client): then `pass` is false, and it is not a failure either.
+    pub not_applicable: bool,
     /// The number of cases checked, or the minimal counterexample and what went wrong.
     pub detail: String,
+}
+
+impl PropertyResult {
+    /// Whether it failed: it applies and did not hold.
+    pub fn failed(&self) -> bool {
+        !self.pass && !self.not_applicable
+    }
 }
 
 /// What building a resolver for one endpoint gave.
@@ -175,7 +185,7 @@ pub(super) fn result<T>(
         }
         Err(TestError::Abort(reason)) => (false, format!("aborted: {}", reason.message())),
     };
-    PropertyResult { property: property.to_owned(), pass, detail }
+    PropertyResult { property: property.to_owned(), pass, not_applicable: false, detail }
 }
 
 /// Checks every property of the module table against `builder`, with `cases` generated
@@ -185,7 +195,12 @@ pub fn check(builder: &dyn ResolverBuilder, seed: u64, cases: u32) -> Vec<Proper
         Ok(runtime) => runtime,
         Err(e) => {
             let detail = format!("cannot start a runtime: {e}");
-            return vec![PropertyResult { property: "no-panic".into(), pass: false, detail }];
+            return vec![PropertyResult {
+                property: "no-panic".into(),
+                pass: false,
+                not_applicable: false,
+                detail,
+            }];
         }
     };
     let resolve = |endpoint: &str| resolve(builder, &runtime, endpoint);

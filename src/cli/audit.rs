@@ -1,5 +1,6 @@
 //! `anchorage audit [--subject NAME ...] [--json]`: the conformance matrix over the shipped
-//! subjects (anchorage's resolvers and models of others).
+//! subjects (anchorage's resolvers and models of others; anchorage's channel and tonic's own
+//! clients under the simulated faults).
 
 use std::process::ExitCode;
 

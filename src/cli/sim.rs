@@ -65,8 +65,9 @@ pub(crate) struct Args {
     /// Simulations run in parallel. Default: the number of CPUs.
     #[arg(long)]
     jobs: Option<usize>,
-    /// Run the scenarios with this shipped audit subject's resolver (see `anchorage audit`)
-    /// in place of the built-in one for its scheme.
+    /// Run the scenarios with this shipped audit subject (see `anchorage audit`): a resolver
+    /// in place of the built-in one for its scheme, or a client in place of anchorage's
+    /// channel (`tonic-channel`, `tonic-pool`, `tonic-p2c`, `tonic-balance-list`).
     #[arg(long, value_name = "NAME")]
     subject: Option<String>,
     /// Run with this deliberate defect in the channel (see `anchorage mutants`): replays a
@@ -154,10 +155,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mut options = match &args.subject {
         None => RunOptions::default(),
         Some(name) => match subjects::shipped().into_iter().find(|s| &s.name == name) {
-            Some(subject) => {
-                let (resolver, subject) = (Some(subject.builder), Some(subject.name));
-                RunOptions { resolver, subject, ..RunOptions::default() }
-            }
+            // A client subject runs in place of the channel, with the scenario's own resolver.
+            Some(subject) => match subject.kind {
+                subjects::SubjectKind::Client(client) => {
+                    RunOptions { client, subject: Some(subject.name), ..RunOptions::default() }
+                }
+                _ => {
+                    let (resolver, subject) = (Some(subject.builder), Some(subject.name));
+                    RunOptions { resolver, subject, ..RunOptions::default() }
+                }
+            },
             None => {
                 let names: Vec<String> = subjects::shipped().into_iter().map(|s| s.name).collect();
                 eprintln!("anchorage sim: no subject {name:?}; shipped: {}", names.join(", "));

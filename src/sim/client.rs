@@ -33,9 +33,9 @@ pub enum Outcome {
         server: String,
         /// The server's id for the connection that carried it (per boot).
         connection: u64,
-        /// The client's subchannel.
+        /// The client's subchannel (`u64::MAX` for a tonic client, which has none).
         subchannel: u64,
-        /// The subchannel's address.
+        /// The subchannel's address (empty for a tonic client).
         address: String,
     },
     /// It failed with a status.
@@ -111,6 +111,17 @@ pub(crate) async fn run(
         resolvers.push(Arc::new(builder));
     }
     resolvers.extend(options.resolver);
+    if options.client.is_tonic() {
+        return super::tonic_client::run(
+            scenario,
+            channel_seed,
+            resolvers,
+            options.client,
+            trace,
+            log,
+        )
+        .await;
+    }
     let mutant = options.mutant;
     let channel = match build_channel(&scenario, channel_seed, resolvers, mutant, &trace, &log) {
         Ok(channel) => channel,

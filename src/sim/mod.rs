@@ -14,6 +14,8 @@
 //! - [`plot`]: a run drawn over simulated time as SVG.
 //! - [`swarm`]: scenarios generated from a seed, checked against universal invariants.
 //! - [`mutants`]: deliberately broken channels and the matrix of the checks that catch them.
+//! - [`tonic_client`]: tonic's own clients (a `Channel`, a pool, p2c) in place of anchorage's
+//!   channel, judged by the same properties.
 //!
 //! ```no_run
 //! use anchorage::sim::{self, scenario::Scenario};
@@ -50,11 +52,13 @@ pub mod scenario;
 mod server;
 pub mod shrink;
 pub mod swarm;
+pub mod tonic_client;
 pub mod trace;
 
 pub use checks::Property;
 pub use client::{Outcome, RpcRecord};
 pub use net::TurmoilConnector;
+pub use tonic_client::ClientKind;
 
 pub use crate::mutant::Mutant;
 use crate::resolver::ResolverBuilder;
@@ -165,6 +169,9 @@ pub struct RunOptions {
     pub subject: Option<String>,
     /// A deliberate defect switched on in the client's channel (`anchorage mutants`).
     pub mutant: Option<Mutant>,
+    /// Which client runs the workload: anchorage's channel (the default) or one of tonic's
+    /// ([`tonic_client`]), which takes its addresses from the same resolver.
+    pub client: ClientKind,
 }
 
 /// Runs `scenario` once with `seed` and checks its properties.
@@ -394,7 +401,8 @@ fn simulate(scenario: &Scenario, seed: u64, options: &RunOptions, trace: Trace) 
 
     let log = std::mem::take(&mut *lock(&log));
     let observed = checks::Observed::new(scenario, log, &boots, applied, skipped, outcome, end);
-    let properties = checks::evaluate(&observed);
+    let mut properties = checks::evaluate(&observed);
+    tonic_client::adjust(&mut properties, scenario, options.client);
     let text = trace.render();
     let path = scenario.path.display().to_string();
     RunReport {

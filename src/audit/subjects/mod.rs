@@ -1,5 +1,7 @@
 //! The resolvers the audit ships as subjects: anchorage's own, and **models** of other
-//! implementations, each in its own module and labelled as a model.
+//! implementations, each in its own module and labelled as a model; and the clients: anchorage's
+//! channel and tonic's own clients, run unmodified on the simulated network
+//! ([`crate::sim::tonic_client`]).
 
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use crate::etcd::EtcdClient;
 use crate::resolver::ResolverBuilder;
 use crate::resolver::etcd::EtcdBuilder;
 use crate::resolver::pass::PassBuilder;
+use crate::sim::ClientKind;
 
 pub mod grpc_go;
 pub mod notes_port;
@@ -20,6 +23,9 @@ pub enum SubjectKind {
     Pass,
     /// etcd service names, `etcd://endpoint/service#N`: the [`etcd`](super::etcd) properties.
     Etcd,
+    /// A client in place of anchorage's channel, with each scenario's own resolver: the
+    /// [`CLIENT_PROPERTIES`](super::scenarios::CLIENT_PROPERTIES).
+    Client(ClientKind),
 }
 
 /// One resolver to audit, with a name for the matrix.
@@ -31,7 +37,8 @@ pub struct Subject {
     pub description: String,
     /// Which properties apply.
     pub kind: SubjectKind,
-    /// The resolver builder.
+    /// The resolver builder (for a [`SubjectKind::Client`], anchorage's `pass` resolver, unused:
+    /// a client subject takes each scenario's own resolver).
     pub builder: Arc<dyn ResolverBuilder>,
 }
 
@@ -68,5 +75,13 @@ pub fn shipped() -> Vec<Subject> {
         kind: SubjectKind::Etcd,
         builder: Arc::new(EtcdBuilder::new(EtcdClient::builder().seed(0))),
     });
+    for client in [ClientKind::Anchorage].into_iter().chain(ClientKind::TONIC) {
+        subjects.push(Subject {
+            name: client.name().to_owned(),
+            description: client.description().to_owned(),
+            kind: SubjectKind::Client(client),
+            builder: Arc::new(PassBuilder),
+        });
+    }
     subjects
 }
