@@ -250,3 +250,25 @@ fn the_replay_command_of_a_tonic_client_runs_that_tonic_client() {
         "the replay line must name the client:\n{text}"
     );
 }
+
+/// Regression: `--mutant` with a tonic client was accepted and ignored (a mutant is a defect in
+/// anchorage's channel, which a tonic client does not run), and the replay line named it.
+#[test]
+fn a_mutant_with_a_tonic_client_is_refused_naming_both() {
+    let output = anchorage(&[
+        "sim",
+        "sims/weighted_round_robin.toml",
+        "--seed",
+        "0",
+        "--subject",
+        "tonic-p2c",
+        "--mutant",
+        "drop_one_rpc_per_crash",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "bad flags must exit 2:\n{stderr}");
+    assert!(
+        stderr.contains("--mutant drop_one_rpc_per_crash") && stderr.contains("tonic-p2c"),
+        "the error must name the mutant and the client:\n{stderr}"
+    );
+}

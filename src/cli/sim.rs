@@ -172,6 +172,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
         },
     };
+    if let (Some(mutant), true) = (args.mutant, options.client.is_tonic()) {
+        // A mutant is a defect in anchorage's channel; a tonic client has none to switch on.
+        eprintln!(
+            "anchorage sim: --mutant {mutant} changes anchorage's channel, which --subject {} does not run",
+            options.subject.as_deref().unwrap_or_default()
+        );
+        return ExitCode::from(2);
+    }
     options.mutant = args.mutant;
     run_scenarios(&scenarios, &args, &options)
 }

@@ -112,15 +112,18 @@ pub(crate) async fn run(
     }
     resolvers.extend(options.resolver);
     if options.client.is_tonic() {
-        return super::tonic_client::run(
+        let result = super::tonic_client::run(
             scenario,
             channel_seed,
             resolvers,
             options.client,
             trace,
-            log,
+            log.clone(),
         )
         .await;
+        // The etcd resolver ran for the tonic client as it does for the channel.
+        lock(&log).etcd_resolver = etcd_stats.as_ref().map(EtcdResolverStats::snapshot);
+        return result;
     }
     let mutant = options.mutant;
     let channel = match build_channel(&scenario, channel_seed, resolvers, mutant, &trace, &log) {
