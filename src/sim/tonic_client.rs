@@ -40,8 +40,9 @@
 //! # Settings
 //! Applied to every `Endpoint`: the connect timeout, HTTP/2 keep-alive interval and timeout,
 //! and keep-alive while idle. tonic has no equivalent of the service config (policy, retries,
-//! method timeouts), the reconnect backoff or wait-for-ready; [`not_applied`] names the ones a
-//! scenario sets.
+//! method timeouts), the reconnect backoff or wait-for-ready; [`not_applied`] names the service
+//! config and wait-for-ready when a scenario sets them, and the backoff always (every scenario
+//! has one, its own or the default).
 //!
 //! # Determinism
 //! The balancer's generator is seeded from the run's seed; tonic's, tower's and hyper's tasks
