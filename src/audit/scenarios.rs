@@ -187,11 +187,65 @@ fn judge(property: &str, reads: &[&str], reports: &[RunReport], seeds: u64) -> P
     }
     let judged = reports.iter().flat_map(|r| &r.properties).filter(|p| read(&p.name));
     let mut judged = judged.peekable();
-    if judged.peek().is_some() && judged.all(|p| p.verdict == Verdict::NotApplicable) {
+    if judged.peek().is_none() {
+        // Nothing to judge is not a pass: the scenario no longer declares what the cell reads.
+        result.pass = false;
+        result.detail = format!("FAIL no run checked any of: {}", reads.join(", "));
+        return result;
+    }
+    if judged.all(|p| p.verdict == Verdict::NotApplicable) {
         result.pass = false;
         result.not_applicable = true;
         let why = reports.iter().flat_map(|r| &r.properties).find(|p| read(&p.name));
         result.detail = why.map_or_else(String::new, |p| p.measured.clone());
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::RpcCounts;
+    use crate::sim::checks::Property;
+
+    fn report(properties: Vec<Property>) -> RunReport {
+        RunReport {
+            scenario: "s".into(),
+            path: "sims/s.toml".into(),
+            seed: 0,
+            passed: true,
+            properties,
+            rpcs: RpcCounts { sent: 0, ok: 0, failed: 0 },
+            servers: Vec::new(),
+            split: None,
+            sim_time_ms: 0,
+            trace_hash: String::new(),
+            trace_lines: 0,
+            replay: "replay".into(),
+            trace: String::new(),
+            timeline: Default::default(),
+            figures: Vec::new(),
+        }
+    }
+
+    fn passed(name: &str) -> Property {
+        Property {
+            name: name.into(),
+            verdict: Verdict::Pass,
+            measured: "fine".into(),
+            premise_missing: false,
+        }
+    }
+
+    /// Regression: a cell whose checks appeared in no run (the scenario stopped declaring them)
+    /// passed with "N seeds", judging nothing.
+    #[test]
+    fn a_cell_whose_checks_no_run_made_fails_instead_of_passing() {
+        let reports = [report(vec![passed("completed")]), report(vec![passed("completed")])];
+        let cell = judge("weighted-split", &["split"], &reports, 2);
+        assert!(!cell.pass && !cell.not_applicable, "nothing judged must not pass: {cell:?}");
+        assert!(cell.detail.contains("split"), "the failure must name the check: {cell:?}");
+        let judged = judge("weighted-split", &["split"], &[report(vec![passed("split")])], 1);
+        assert!(judged.pass, "a check that ran and held must pass: {judged:?}");
+    }
 }
