@@ -9,7 +9,7 @@ use tonic::Code;
 
 use super::etcd::SimEtcd;
 use super::net::TurmoilConnector;
-use super::scenario::Scenario;
+use super::scenario::{Scenario, Workload};
 use super::trace::{self, Trace};
 use crate::backoff::BackoffConfig;
 use crate::balancer::ConnectivityState;
@@ -137,32 +137,15 @@ pub(crate) async fn run(
     let w = scenario.workload.clone();
     tokio::time::sleep(Duration::from_millis(w.start_ms)).await;
     trace.record("client", format!("workload: {} RPCs, {} workers", w.rpcs, w.concurrency));
-    let next = Arc::new(Mutex::new(0u32));
-    let mut workers = Vec::new();
-    for _ in 0..w.concurrency {
-        let (mut client, next, trace, log) =
-            (EchoClient::new(channel.clone()), next.clone(), trace.clone(), log.clone());
-        let w = w.clone();
-        workers.push(tokio::task::spawn_local(async move {
-            // Bounded: each pass takes one of the `rpcs` numbers.
-            loop {
-                let index = {
-                    let mut next = lock(&next);
-                    *next += 1;
-                    *next - 1
-                };
-                if index >= w.rpcs {
-                    break;
-                }
-                let record = one_rpc(&mut client, index, &w, &trace).await;
-                lock(&log).rpcs.push(record);
-                tokio::time::sleep(Duration::from_millis(w.pacing_ms)).await;
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await?;
-    }
+    let rpc = {
+        let (channel, w, trace) = (channel.clone(), w.clone(), trace.clone());
+        move |index| {
+            let (mut client, w, trace) =
+                (EchoClient::new(channel.clone()), w.clone(), trace.clone());
+            async move { one_rpc(&mut client, index, &w, &trace).await }
+        }
+    };
+    run_workers(&w, &log, rpc).await?;
     let state = channel.state();
     trace.record("client", format!("workload done; channel {state}"));
     let counts = etcd_stats.as_ref().map(EtcdResolverStats::snapshot);
@@ -176,6 +159,40 @@ pub(crate) async fn run(
     let mut log = lock(&log);
     log.final_state = Some(state);
     log.etcd_resolver = counts;
+    Ok(())
+}
+
+/// Runs the workload's workers, whichever client they call: each takes the next RPC number
+/// until `w.rpcs` are taken, runs `rpc` for it, records the outcome and waits the pacing.
+pub(crate) async fn run_workers<F, Fut>(w: &Workload, log: &SharedLog, rpc: F) -> turmoil::Result
+where
+    F: Fn(u32) -> Fut + Clone + 'static,
+    Fut: Future<Output = RpcRecord> + 'static,
+{
+    let next = Arc::new(Mutex::new(0u32));
+    let mut workers = Vec::new();
+    for _ in 0..w.concurrency {
+        let (rpc, next, log, w) = (rpc.clone(), next.clone(), log.clone(), w.clone());
+        workers.push(tokio::task::spawn_local(async move {
+            // Bounded: each pass takes one of the `rpcs` numbers.
+            loop {
+                let index = {
+                    let mut next = lock(&next);
+                    *next += 1;
+                    *next - 1
+                };
+                if index >= w.rpcs {
+                    break;
+                }
+                let record = rpc(index).await;
+                lock(&log).rpcs.push(record);
+                tokio::time::sleep(Duration::from_millis(w.pacing_ms)).await;
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
     Ok(())
 }
 
@@ -244,7 +261,7 @@ fn build_channel(
 async fn one_rpc(
     client: &mut EchoClient<Channel>,
     index: u32,
-    w: &super::scenario::Workload,
+    w: &Workload,
     trace: &Trace,
 ) -> RpcRecord {
     let deadline = Duration::from_millis(w.deadline_ms);

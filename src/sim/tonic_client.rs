@@ -48,8 +48,8 @@
 //! The balancer's generator is seeded from the run's seed; tonic's, tower's and hyper's tasks
 //! run on the client host's single thread; nothing here iterates a hash map.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -60,7 +60,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneService;
 
 use super::checks::{Property, Verdict};
-use super::client::{Outcome, RpcRecord, SharedLog, code_name};
+use super::client::{Outcome, RpcRecord, SharedLog, code_name, run_workers};
 use super::scenario::{ClientSpec, Scenario, Workload};
 use super::trace::{self, Trace};
 use crate::address::Address;
@@ -343,31 +343,14 @@ pub(crate) async fn run(
     };
     let Some(client) = ready else { return Ok(()) };
     trace.record("client", format!("workload: {} RPCs, {} workers", w.rpcs, w.concurrency));
-    let next = Arc::new(Mutex::new(0u32));
-    let mut workers = Vec::new();
-    for _ in 0..w.concurrency {
-        let (client, next, trace, log, w) =
-            (client.clone(), next.clone(), trace.clone(), log.clone(), w.clone());
-        workers.push(tokio::task::spawn_local(async move {
-            // Bounded: each pass takes one of the `rpcs` numbers.
-            loop {
-                let index = {
-                    let mut next = lock(&next);
-                    *next += 1;
-                    *next - 1
-                };
-                if index >= w.rpcs {
-                    break;
-                }
-                let record = one_rpc(client.pick(), index, &w, &trace).await;
-                lock(&log).rpcs.push(record);
-                tokio::time::sleep(Duration::from_millis(w.pacing_ms)).await;
-            }
-        }));
-    }
-    for worker in workers {
-        worker.await?;
-    }
+    let rpc = {
+        let (w, trace) = (w.clone(), trace.clone());
+        move |index| {
+            let (svc, w, trace) = (client.pick(), w.clone(), trace.clone());
+            async move { one_rpc(svc, index, &w, &trace).await }
+        }
+    };
+    run_workers(&w, &log, rpc).await?;
     trace.record("client", format!("workload done ({kind})"));
     Ok(())
 }
